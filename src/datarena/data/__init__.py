@@ -1,0 +1,1 @@
+"""Real data sources, dataset containers, file formats and checksums."""

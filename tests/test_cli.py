@@ -1,0 +1,48 @@
+"""The datarena command: help, generation, and error handling without tracebacks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+CLI = [sys.executable, "-m", "datarena.cli"]
+
+
+def run(*args, **kw):
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=300, **kw)
+
+
+def test_help_lists_every_command():
+    out = run("--help")
+    assert out.returncode == 0
+    for cmd in ("generate", "demo"):
+        assert cmd in out.stdout, cmd
+
+
+def test_error_exits_2_without_traceback(tmp_path):
+    out = run("generate", "exercise", "77", "--out", str(tmp_path / "x"))
+    assert out.returncode == 2
+    assert "unknown exercise id '77'" in out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
+    assert not (tmp_path / "x").exists()
+
+
+def test_generate_exercise_and_force(tmp_path):
+    out_dir = tmp_path / "ex"
+    res = run("generate", "exercise", "04", "--out", str(out_dir), "--seed", "3", "--mix-rate", "0.1")
+    assert res.returncode == 0, res.stderr
+    assert (out_dir / "public" / "04_mnist_uniform_color_random_row" / "X_val.npy").exists()
+    again = run("generate", "exercise", "04", "--out", str(out_dir))
+    assert again.returncode == 2 and "--force" in again.stderr
+    bad = run("generate", "exercise", "04", "--out", str(tmp_path / "y"), "--mix-rate", "-0.2")
+    assert bad.returncode == 2 and "[0, 1]" in bad.stderr
+
+
+@pytest.mark.parametrize("missing", ["--mnist-dir"])
+def test_missing_source_option(tmp_path, missing):
+    res = run("generate", "exercise", "01", "--out", str(tmp_path / "z"), missing, str(tmp_path / "none"))
+    assert res.returncode == 2 and "train-images-idx3-ubyte" in res.stderr
