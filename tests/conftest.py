@@ -23,3 +23,88 @@ def suite_dir(tmp_path_factory) -> Path:
 def artifacts() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+# ---------------------------------------------------------------- server fixtures
+
+import shutil  # noqa: E402
+import uuid  # noqa: E402
+
+SERVER_EXERCISES = ["00", "01", "04"]
+
+
+def fast_challenge(data_dir: Path, database_url: str | None = None, **over):
+    """A small real challenge: three exercises, cheaper argon2 parameters for test speed."""
+    from datarena.server.config import ChallengeSpec
+
+    params = dict(
+        title="test challenge",
+        exercises=[{"id": e} for e in SERVER_EXERCISES],
+        data_dir=str(data_dir),
+        database_url=database_url or f"sqlite:///{data_dir / 'arena.db'}",
+        argon2_time_cost=1,
+        argon2_memory_kib=8192,
+        login_failures_allowed=1000,
+    )
+    params.update(over)
+    return ChallengeSpec.model_validate(params)
+
+
+@pytest.fixture(scope="session")
+def phase_data_cache(tmp_path_factory) -> Path:
+    """Phase-1 data generated once; arenas copy it instead of regenerating."""
+    out = tmp_path_factory.mktemp("phasecache") / "phase-1-seed42"
+    generate_suite(load_suite(), 42, out, SourceConfig(), only=SERVER_EXERCISES, progress=False)
+    return out
+
+
+def _postgres_url() -> str | None:
+    try:
+        import psycopg2
+    except ImportError:
+        return None
+    try:
+        conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="test", connect_timeout=3)
+    except Exception:
+        return None
+    conn.autocommit = True
+    name = f"datarena_t_{uuid.uuid4().hex[:10]}"
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    conn.close()
+    return f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+
+
+def _drop_postgres(url: str) -> None:
+    import psycopg2
+
+    name = url.rsplit("/", 1)[-1]
+    conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="test")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"], scope="module")
+def backend(request, tmp_path_factory, phase_data_cache):
+    """(arena, url) of a running server on a fresh database of each backend."""
+    from datarena.server.arena import Arena
+    from datarena.server.runner import BackgroundServer
+
+    data_dir = tmp_path_factory.mktemp(f"arena-{request.param}")
+    shutil.copytree(phase_data_cache, data_dir / "phase-1-seed42")
+    db_url = None
+    if request.param == "postgresql":
+        db_url = _postgres_url()
+        if db_url is None:
+            pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432 (user postgres, database test)")
+    arena = Arena(fast_challenge(data_dir, db_url))
+    arena.start(progress=False)
+    server = BackgroundServer(arena)
+    url = server.__enter__()
+    yield arena, url
+    server.__exit__(None, None, None)
+    arena.engine.dispose()
+    if db_url:
+        _drop_postgres(db_url)

@@ -19,7 +19,7 @@ def run(*args, **kw):
 def test_help_lists_every_command():
     out = run("--help")
     assert out.returncode == 0
-    for cmd in ("generate", "demo"):
+    for cmd in ("generate", "demo", "serve", "admin"):
         assert cmd in out.stdout, cmd
 
 

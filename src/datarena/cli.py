@@ -92,6 +92,76 @@ def generate_exercise_cmd(
     print_generation(results, out)
 
 
+admin_app = typer.Typer(help="Organiser commands on a challenge's database.", no_args_is_help=True)
+app.add_typer(admin_app, name="admin")
+CHALLENGE = typer.Option(None, "--challenge", help="Challenge YAML file (default: hackathon42 on the embedded MNIST).")
+DATA_DIR = typer.Option(None, "--data-dir", help="Where phase datasets and the SQLite database live.")
+
+
+def _arena(challenge, data_dir, start: bool = True):
+    from datarena.server.arena import Arena
+    from datarena.server.config import load_challenge
+
+    arena = Arena(load_challenge(challenge, data_dir=str(data_dir) if data_dir else None))
+    if start:
+        arena.start()
+    return arena
+
+
+@app.command("serve")
+def serve_cmd(
+    challenge: Path = CHALLENGE,
+    data_dir: Path = DATA_DIR,
+    host: str = typer.Option("127.0.0.1", help="Interface to bind."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+) -> None:
+    """Serve a challenge: API, reveal endpoint, leaderboard pages."""
+    from datarena.server.runner import serve
+
+    arena = _arena(challenge, data_dir)
+    console.print(f"serving [bold]{arena.spec.title}[/] on http://{host}:{port}  (database {arena.url})")
+    serve(arena, host, port)
+
+
+@admin_app.command("validate-team")
+def admin_validate(name: str, challenge: Path = CHALLENGE, data_dir: Path = DATA_DIR,
+                   revoke: bool = typer.Option(False, "--revoke", help="Withdraw the validation.")) -> None:
+    """Validate a registered team so it can reveal and submit."""
+    team = _arena(challenge, data_dir).validate_team(name, not revoke)
+    console.print(f"team {team.name}: validated={team.validated}")
+
+
+@admin_app.command("list-teams")
+def admin_list(challenge: Path = CHALLENGE, data_dir: Path = DATA_DIR) -> None:
+    """List teams, their validation and submission counts."""
+    table = Table("team", "validated", "registered", "submissions")
+    for t in _arena(challenge, data_dir).list_teams():
+        table.add_row(t["name"], "yes" if t["validated"] else "[yellow]no[/]", t["created_at"], str(t["submissions"]))
+    console.print(table)
+
+
+@admin_app.command("export-results")
+def admin_export(out: Path = typer.Option(None, "--out", help="CSV file (default: stdout)."),
+                 challenge: Path = CHALLENGE, data_dir: Path = DATA_DIR) -> None:
+    """CSV of every submission and its score, all phases."""
+    text = _arena(challenge, data_dir).export_results()
+    if out:
+        out.write_text(text)
+        console.print(f"wrote {out}")
+    else:
+        sys.stdout.write(text)
+
+
+@admin_app.command("new-phase")
+def admin_new_phase(seed: int = typer.Option(..., "--seed", help="Seed of the regenerated exercises."),
+                    name: str = typer.Option(None, "--name", help="Phase name (default: phase N)."),
+                    challenge: Path = CHALLENGE, data_dir: Path = DATA_DIR) -> None:
+    """Regenerate every exercise with a new seed and open a new phase (old results are kept)."""
+    arena = _arena(challenge, data_dir)
+    phase = arena.open_phase(seed, name)
+    console.print(f"opened {phase.name} (seed {phase.seed}); data in {phase.data_dir}")
+
+
 @app.command("demo")
 def demo_cmd(
     out: Path = typer.Option(Path("demo-run"), "--out", help="Working directory of the demo."),

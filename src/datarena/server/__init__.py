@@ -1,0 +1,1 @@
+"""The challenge server: teams, phases, a label-reveal budget, one submission, a leaderboard."""

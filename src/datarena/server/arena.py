@@ -1,0 +1,377 @@
+"""The Arena: one challenge's state and every operation on it (HTTP routes and admin CLI call these)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+
+from datarena.errors import DatarenaError, SubmissionError
+from datarena.server.auth import (
+    ApiError,
+    LoginLimiter,
+    Passwords,
+    new_token,
+    token_digest,
+    validate_password,
+    validate_team_name,
+)
+from datarena.server.catalogue import Catalogue, ExerciseInfo
+from datarena.server.config import ChallengeSpec
+from datarena.server.db import make_engine, migrate, session_factory
+from datarena.server.models import Phase, Reveal, Submission, Team, Token, utcnow
+from datarena.underspec.scoring import score_labels
+
+WRITE_RETRIES = 20
+
+
+@dataclass
+class RevealResult:
+    exercise_id: int
+    datum_id: int
+    label: int
+    previously_revealed: list[int]
+
+    def as_json(self) -> dict:
+        return {
+            "exercise_id": self.exercise_id,
+            "datum_id": self.datum_id,
+            "label": self.label,
+            "previously revealed": self.previously_revealed,
+        }
+
+
+class Arena:
+    def __init__(self, spec: ChallengeSpec):
+        self.spec = spec
+        self.url = spec.resolved_database_url()
+        self.engine = make_engine(self.url)
+        self.Session = session_factory(self.engine)
+        overrides = None
+        if spec.exercises is not None:
+            overrides = {e.id: e.model_dump() for e in spec.exercises}
+        self.catalogue = Catalogue(overrides)
+        self.passwords = Passwords(spec.argon2_time_cost, spec.argon2_memory_kib)
+        self.limiter = LoginLimiter(spec.login_failures_allowed, spec.login_failure_window_s)
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self, progress: bool = True) -> Phase:
+        """Migrate the schema and open the first phase (generating its data) if none exists."""
+        migrate(self.engine)
+        with self.Session() as s:
+            phase = self._current_phase(s)
+        if phase is None:
+            first = self.spec.phases[0]
+            phase = self.open_phase(first.seed, first.name, first.start, first.end, progress=progress)
+        self.catalogue.exercises(phase.data_dir)
+        return phase
+
+    def phase_data_dir(self, index: int, seed: int) -> Path:
+        return Path(self.spec.data_dir) / f"phase-{index}-seed{seed}"
+
+    def open_phase(self, seed: int, name: str | None = None, start: datetime | None = None,
+                   end: datetime | None = None, progress: bool = True) -> Phase:
+        """Generate every exercise with `seed` and open a new phase (earlier phases are kept)."""
+        from datarena.underspec.exercises import SourceConfig
+        from datarena.underspec.generate import generate_suite
+        from datarena.underspec.suite import load_suite
+
+        with self.Session() as s:
+            count = s.scalar(select(func.count(Phase.id))) or 0
+        index = count + 1
+        out = self.phase_data_dir(index, seed)
+        if not (out / "public" / "suite.json").exists():
+            only = [e.id for e in self.spec.exercises] if self.spec.exercises is not None else None
+            cfg = SourceConfig(self.spec.mnist_dir, self.spec.cifar_dir, self.spec.faces_dir)
+            generate_suite(load_suite(self.spec.suite), seed, out, cfg, force=True, only=only, progress=progress)
+        phase = Phase(name=name or f"phase {index}", seed=seed, data_dir=str(out.resolve()),
+                      starts_at=start, ends_at=end)
+        with self.Session() as s:
+            s.add(phase)
+            s.commit()
+        return phase
+
+    # ------------------------------------------------------------ lookups
+
+    @staticmethod
+    def _current_phase(s: Session) -> Phase | None:
+        return s.scalars(select(Phase).order_by(Phase.id.desc()).limit(1)).first()
+
+    def current_phase(self, s: Session) -> Phase:
+        phase = self._current_phase(s)
+        if phase is None:
+            raise ApiError(503, "the challenge has no open phase yet; an organiser must start it.")
+        return phase
+
+    def phases(self) -> list[Phase]:
+        with self.Session() as s:
+            return list(s.scalars(select(Phase).order_by(Phase.id)))
+
+    def phase_by_id(self, s: Session, phase_id: int | None) -> Phase:
+        if phase_id is None:
+            return self.current_phase(s)
+        phase = s.get(Phase, phase_id)
+        if phase is None:
+            raise ApiError(404, f"no phase {phase_id}; phases are {[p.id for p in self.phases()]}.")
+        return phase
+
+    def exercise(self, phase: Phase, exercise_id: str | int) -> ExerciseInfo:
+        info = self.catalogue.find(phase.data_dir, exercise_id)
+        if info is None:
+            ids = ", ".join(self.catalogue.exercises(phase.data_dir))
+            raise ApiError(404, f"unknown exercise {exercise_id!r}; this phase has {ids}.")
+        return info
+
+    def exercises(self, phase: Phase) -> list[ExerciseInfo]:
+        return list(self.catalogue.exercises(phase.data_dir).values())
+
+    # ------------------------------------------------------------ teams and auth
+
+    def register(self, name: str, password: str) -> Team:
+        name = validate_team_name(name)
+        validate_password(password)
+        team = Team(name=name, password_hash=self.passwords.hash(password), validated=False)
+        with self.Session() as s:
+            s.add(team)
+            try:
+                s.commit()
+            except IntegrityError:
+                raise ApiError(409, f"team name {name!r} is taken; choose another.") from None
+        return team
+
+    def login(self, name: str, password: str, client: str = "?") -> Team:
+        """Check credentials (rate-limited per team and per address); 401 on any mismatch."""
+        keys = (f"{name}:team", f"{client}:address")
+        self.limiter.check(*keys)
+        with self.Session() as s:
+            team = s.scalars(select(Team).where(Team.name == (name or ""))).first()
+        if not self.passwords.verify(team.password_hash if team else None, password or ""):
+            self.limiter.fail(*keys)
+            raise ApiError(401, "wrong team name or password.", {"WWW-Authenticate": "Bearer"})
+        return team
+
+    def issue_token(self, team: Team) -> str:
+        token = new_token()
+        with self.Session() as s:
+            s.add(Token(team_id=team.id, token_sha256=token_digest(token)))
+            s.commit()
+        return token
+
+    def team_for_token(self, token: str | None) -> Team:
+        if not token:
+            raise ApiError(401, "missing bearer token; get one with POST /api/token (name, password).",
+                           {"WWW-Authenticate": "Bearer"})
+        with self.Session() as s:
+            team = s.scalars(
+                select(Team).join(Token, Token.team_id == Team.id).where(Token.token_sha256 == token_digest(token))
+            ).first()
+        if team is None:
+            raise ApiError(401, "invalid or revoked token; log in again with POST /api/token.",
+                           {"WWW-Authenticate": "Bearer"})
+        return team
+
+    @staticmethod
+    def require_validated(team: Team) -> None:
+        if not team.validated:
+            raise ApiError(403, f"team {team.name!r} is not validated yet; ask an organiser to validate it.")
+
+    @staticmethod
+    def require_open(phase: Phase) -> None:
+        now = utcnow()
+        if phase.starts_at and now < phase.starts_at:
+            raise ApiError(403, f"{phase.name} opens at {phase.starts_at:%Y-%m-%d %H:%M} UTC.")
+        if phase.ends_at and now > phase.ends_at:
+            raise ApiError(403, f"{phase.name} closed at {phase.ends_at:%Y-%m-%d %H:%M} UTC.")
+
+    # ------------------------------------------------------------ reveals
+
+    def _retrying(self, attempt):
+        """Run a write transaction, retrying when a concurrent writer took the same slot."""
+        for i in range(WRITE_RETRIES):
+            with self.Session() as s:
+                try:
+                    return attempt(s)
+                except (IntegrityError, OperationalError):
+                    s.rollback()
+                    time.sleep(0.002 * (i + 1))
+        raise ApiError(503, "the server is busy; retry the request.")
+
+    def reveal(self, team: Team, exercise_id: str | int, datum_id: object) -> RevealResult:
+        self.require_validated(team)
+        with self.Session() as s:
+            phase = self.current_phase(s)
+        self.require_open(phase)
+        info = self.exercise(phase, exercise_id)
+        try:
+            datum = int(str(datum_id).strip())
+        except ValueError:
+            raise ApiError(422, f"datum_id must be an integer row index of X_val, got {datum_id!r}.") from None
+        if not 0 <= datum < info.n_target:
+            raise ApiError(404, f"unknown datum {datum}: exercise {info.id} has target rows 0..{info.n_target - 1}.")
+        budget = self.spec.reveal_budget
+
+        def attempt(s: Session) -> RevealResult:
+            rows = list(s.scalars(select(Reveal).where(
+                Reveal.team_id == team.id, Reveal.phase_id == phase.id, Reveal.exercise_id == info.id
+            ).order_by(Reveal.slot)))
+            for r in rows:
+                if r.datum_id == datum:
+                    return RevealResult(info.number, datum, r.label, [x.datum_id for x in rows if x.datum_id != datum])
+            if len(rows) >= budget:
+                raise ApiError(409, f"reveal budget used up: {budget} of {budget} labels revealed on exercise "
+                                    f"{info.id} (datums {[x.datum_id for x in rows]}); re-revealing those is free.")
+            label = int(info.hidden()[0][datum])
+            s.add(Reveal(team_id=team.id, phase_id=phase.id, exercise_id=info.id, datum_id=datum,
+                         slot=len(rows) + 1, label=label))
+            s.commit()
+            return RevealResult(info.number, datum, label, [x.datum_id for x in rows])
+
+        return self._retrying(attempt)
+
+    def reveals_of(self, team: Team, phase: Phase, info: ExerciseInfo) -> list[dict]:
+        with self.Session() as s:
+            rows = s.scalars(select(Reveal).where(
+                Reveal.team_id == team.id, Reveal.phase_id == phase.id, Reveal.exercise_id == info.id
+            ).order_by(Reveal.slot))
+            return [{"datum_id": r.datum_id, "label": r.label, "at": r.created_at.isoformat()} for r in rows]
+
+    # ------------------------------------------------------------ submissions
+
+    def parse_csv(self, data: bytes, info: ExerciseInfo) -> np.ndarray:
+        """One integer label per line, no header, no index column."""
+        if not data.strip():
+            raise ApiError(422, "the file is empty; submit a CSV with one label per target row.")
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise ApiError(422, "the file is not UTF-8 text; submit a plain CSV.") from None
+        rows = [r for r in csv.reader(io.StringIO(text)) if any(c.strip() for c in r)]
+        if any(len(r) != 1 for r in rows):
+            raise ApiError(422, "each line must hold exactly one label: no index column, no extra columns.")
+        values = [r[0].strip() for r in rows]
+        labels = []
+        for i, v in enumerate(values):
+            try:
+                labels.append(int(v))
+            except ValueError:
+                what = "a header line" if i == 0 else f"a non-integer value on line {i + 1}"
+                raise ApiError(422, f"found {what} ({v[:20]!r}); the CSV has no header and integer labels only.") from None
+        try:
+            from datarena.underspec.scoring import validate_labels
+
+            return validate_labels(labels, info.n_target, info.classes)
+        except SubmissionError as err:
+            raise ApiError(422, str(err)) from None
+
+    def submit(self, team: Team, exercise_id: str | int, data: bytes) -> dict:
+        self.require_validated(team)
+        with self.Session() as s:
+            phase = self.current_phase(s)
+        self.require_open(phase)
+        info = self.exercise(phase, exercise_id)
+        if len(data) > self.spec.max_upload_bytes:
+            raise ApiError(413, f"the file is larger than {self.spec.max_upload_bytes} bytes.")
+        labels = self.parse_csv(data, info)
+        y, groups = info.hidden()
+        result = score_labels(y, groups, labels, info.classes)
+        allowed = self.spec.submissions_per_exercise
+        csv_text = "\n".join(map(str, labels.tolist())) + "\n"
+
+        def attempt(s: Session) -> dict:
+            n = s.scalar(select(func.count(Submission.id)).where(
+                Submission.team_id == team.id, Submission.phase_id == phase.id, Submission.exercise_id == info.id
+            )) or 0
+            if n >= allowed:
+                raise ApiError(409, f"team {team.name!r} already submitted {n} of {allowed} allowed on exercise "
+                                    f"{info.id} in {phase.name}.")
+            sub = Submission(team_id=team.id, phase_id=phase.id, exercise_id=info.id, slot=n + 1,
+                             accuracy=result["accuracy"], worst_group_accuracy=result["worst_group_accuracy"],
+                             n_rows=len(labels), labels_sha256=hashlib.sha256(csv_text.encode()).hexdigest(),
+                             labels_csv=csv_text)
+            s.add(sub)
+            s.commit()
+            return {"exercise_id": info.number, "submission_id": sub.id, "accuracy": result["accuracy"],
+                    "phase": phase.name}
+
+        return self._retrying(attempt)
+
+    # ------------------------------------------------------------ leaderboard
+
+    def leaderboard(self, phase_id: int | None = None) -> dict:
+        """Teams ranked by Σ points × accuracy, default score where nothing was submitted."""
+        with self.Session() as s:
+            phase = self.phase_by_id(s, phase_id)
+            teams = list(s.scalars(select(Team).where(Team.validated.is_(True)).order_by(Team.name)))
+            subs = list(s.scalars(select(Submission).where(Submission.phase_id == phase.id)
+                                  .order_by(Submission.slot)))
+        exercises = self.exercises(phase)
+        best: dict[tuple[int, str], float] = {}
+        for sub in subs:  # the latest allowed submission counts
+            best[(sub.team_id, sub.exercise_id)] = sub.accuracy
+        rows = []
+        for t in teams:
+            cells, total = {}, 0.0
+            for e in exercises:
+                acc = best.get((t.id, e.id))
+                value = acc if acc is not None else e.default_score
+                cells[e.id] = {"score": value, "submitted": acc is not None}
+                total += e.points * value
+            rows.append({"team": t.name, "total": round(total, 6), "exercises": cells})
+        rows.sort(key=lambda r: (-r["total"], r["team"]))
+        for i, r in enumerate(rows):
+            r["rank"] = i + 1
+        return {
+            "title": self.spec.title,
+            "phase": {"id": phase.id, "name": phase.name, "seed": phase.seed},
+            "max_total": sum(e.points for e in exercises),
+            "exercises": [{"id": e.id, "name": e.name, "points": e.points, "default_score": e.default_score}
+                          for e in exercises],
+            "rows": rows,
+        }
+
+    # ------------------------------------------------------------ organiser
+
+    def validate_team(self, name: str, validated: bool = True) -> Team:
+        with self.Session() as s:
+            team = s.scalars(select(Team).where(Team.name == name)).first()
+            if team is None:
+                raise DatarenaError(f"no team named {name!r}; `datarena admin list-teams` shows them.")
+            team.validated = validated
+            s.commit()
+            return team
+
+    def list_teams(self) -> list[dict]:
+        with self.Session() as s:
+            teams = list(s.scalars(select(Team).order_by(Team.created_at)))
+            counts = dict(s.execute(select(Submission.team_id, func.count(Submission.id))
+                                    .group_by(Submission.team_id)).all())
+        return [{"name": t.name, "validated": t.validated, "created_at": t.created_at.isoformat(timespec="seconds"),
+                 "submissions": counts.get(t.id, 0)} for t in teams]
+
+    def export_results(self) -> str:
+        """CSV of every submission of every phase."""
+        with self.Session() as s:
+            rows = s.execute(
+                select(Phase.name, Phase.seed, Team.name, Submission.exercise_id, Submission.slot,
+                       Submission.accuracy, Submission.worst_group_accuracy, Submission.n_rows,
+                       Submission.labels_sha256, Submission.created_at)
+                .join(Team, Team.id == Submission.team_id).join(Phase, Phase.id == Submission.phase_id)
+                .order_by(Submission.id)
+            ).all()
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["phase", "seed", "team", "exercise_id", "attempt", "accuracy", "worst_group_accuracy",
+                    "n_rows", "labels_sha256", "submitted_at"])
+        for r in rows:
+            w.writerow([*r[:9], r[9].isoformat(timespec="seconds")])
+        return buf.getvalue()

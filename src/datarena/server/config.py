@@ -1,0 +1,98 @@
+"""Challenge definition (YAML -> pydantic) and server settings."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from datarena.errors import ConfigError
+
+DATABASE_ENV = "DATARENA_DATABASE_URL"
+
+
+class PhaseSpec(BaseModel):
+    name: str
+    seed: int
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+class ChallengeExercise(BaseModel):
+    id: str
+    points: float | None = None
+    default_score: float | None = None
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _str(cls, v: object) -> str:
+        return str(v)
+
+
+class ChallengeSpec(BaseModel):
+    """A challenge: title, phases, which suite exercises, budgets, where data and database live."""
+
+    title: str = "datarena challenge"
+    suite: str | None = None  # suite YAML; None = the shipped hackathon42 suite
+    exercises: list[ChallengeExercise] | None = None  # None = every exercise of the suite
+    phases: list[PhaseSpec] = Field(default_factory=lambda: [PhaseSpec(name="phase 1", seed=42)])
+    reveal_budget: int = Field(5, ge=0, le=1000)
+    submissions_per_exercise: int = Field(1, ge=1, le=100)
+    data_dir: str = "datarena-data"
+    database_url: str | None = None
+    max_upload_bytes: int = 1 << 20
+    login_failures_allowed: int = 10
+    login_failure_window_s: float = 300.0
+    argon2_time_cost: int = 2
+    argon2_memory_kib: int = 19456
+    mnist_dir: str | None = None
+    cifar_dir: str | None = None
+    faces_dir: str | None = None
+
+    @field_validator("phases")
+    @classmethod
+    def _at_least_one_phase(cls, v: list[PhaseSpec]) -> list[PhaseSpec]:
+        if not v:
+            raise ValueError("a challenge needs at least one phase")
+        return v
+
+    def resolved_database_url(self) -> str:
+        url = os.environ.get(DATABASE_ENV) or self.database_url
+        if url:
+            return url
+        return f"sqlite:///{Path(self.data_dir).resolve() / 'datarena.db'}"
+
+
+def default_challenge_text() -> str:
+    return resources.files("datarena.server").joinpath("default_challenge.yaml").read_text()
+
+
+def load_challenge(path: str | Path | None = None, **overrides) -> ChallengeSpec:
+    """Load a challenge YAML file (the shipped default when None); relative paths resolve beside it."""
+    if path is None:
+        text, origin, base = default_challenge_text(), "the default challenge", Path.cwd()
+    else:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"challenge file {p} does not exist.")
+        text, origin, base = p.read_text(), str(p), p.resolve().parent
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{origin} is not valid YAML: {err}") from None
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        spec = ChallengeSpec.model_validate(data)
+    except ValidationError as err:
+        lines = [f"{origin} is not a valid challenge:"]
+        lines += [f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()]
+        raise ConfigError("\n".join(lines)) from None
+    if not Path(spec.data_dir).is_absolute():
+        spec.data_dir = str(base / spec.data_dir)
+    if spec.suite and not Path(spec.suite).is_absolute():
+        spec.suite = str(base / spec.suite)
+    return spec

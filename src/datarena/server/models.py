@@ -1,0 +1,81 @@
+"""Database models (SQLAlchemy 2). The database is the source of truth.
+
+Budgets are enforced by unique constraints on slot numbers: the n-th distinct
+reveal of a team on an exercise in a phase takes slot n (1..budget), so two
+concurrent requests can never both take the last slot.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Team(Base):
+    __tablename__ = "teams"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    password_hash: Mapped[str] = mapped_column(String(255), nullable=False)
+    validated: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+
+
+class Token(Base):
+    __tablename__ = "tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"), nullable=False, index=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+
+
+class Phase(Base):
+    __tablename__ = "phases"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), nullable=False)
+    seed: Mapped[int] = mapped_column(Integer, nullable=False)
+    data_dir: Mapped[str] = mapped_column(Text, nullable=False)
+    starts_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    ends_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    opened_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+
+
+class Reveal(Base):
+    __tablename__ = "reveals"
+    __table_args__ = (
+        UniqueConstraint("team_id", "phase_id", "exercise_id", "datum_id", name="uq_reveal_datum"),
+        UniqueConstraint("team_id", "phase_id", "exercise_id", "slot", name="uq_reveal_slot"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"), nullable=False)
+    phase_id: Mapped[int] = mapped_column(ForeignKey("phases.id"), nullable=False)
+    exercise_id: Mapped[str] = mapped_column(String(16), nullable=False)
+    datum_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    slot: Mapped[int] = mapped_column(Integer, nullable=False)
+    label: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+
+
+class Submission(Base):
+    __tablename__ = "submissions"
+    __table_args__ = (UniqueConstraint("team_id", "phase_id", "exercise_id", "slot", name="uq_submission_slot"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"), nullable=False)
+    phase_id: Mapped[int] = mapped_column(ForeignKey("phases.id"), nullable=False)
+    exercise_id: Mapped[str] = mapped_column(String(16), nullable=False)
+    slot: Mapped[int] = mapped_column(Integer, nullable=False)
+    accuracy: Mapped[float] = mapped_column(Float, nullable=False)
+    worst_group_accuracy: Mapped[float] = mapped_column(Float, nullable=False)
+    n_rows: Mapped[int] = mapped_column(Integer, nullable=False)
+    labels_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    labels_csv: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, nullable=False)

@@ -1,0 +1,50 @@
+"""Run the server: in this process (uvicorn), or in a background thread for demos and tests."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import uvicorn
+
+from datarena.server.app import create_app
+from datarena.server.arena import Arena
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class BackgroundServer:
+    """uvicorn serving an Arena on a thread; `with BackgroundServer(arena) as url:`."""
+
+    def __init__(self, arena: Arena, host: str = "127.0.0.1", port: int | None = None):
+        self.arena = arena
+        self.host, self.port = host, port or free_port()
+        config = uvicorn.Config(create_app(arena), host=self.host, port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.server.started:
+            if time.time() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the server did not start")
+            time.sleep(0.05)
+        return self.url
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def serve(arena: Arena, host: str, port: int) -> None:
+    uvicorn.run(create_app(arena), host=host, port=port, log_level="info")

@@ -1,0 +1,70 @@
+"""A real headless Chromium registers a team, logs in, submits a CSV and finds it on the leaderboard."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from datarena.server.arena import Arena
+from datarena.server.runner import BackgroundServer
+from tests.conftest import fast_challenge
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run"],
+        )
+        yield b
+        b.close()
+
+
+def test_register_submit_and_see_leaderboard(browser, tmp_path, phase_data_cache, artifacts):
+    shutil.copytree(phase_data_cache, tmp_path / "phase-1-seed42")
+    arena = Arena(fast_challenge(tmp_path))
+    arena.start(progress=False)
+    y = arena.exercise(arena.phases()[-1], "00").hidden()[0]
+    csv_path = tmp_path / "answer.csv"
+    csv_path.write_text("\n".join(map(str, y.tolist())) + "\n")
+    with BackgroundServer(arena) as url:
+        page = browser.new_page()
+        page.goto(f"{url}/register")
+        page.fill("#name", "browser_team")
+        page.fill("#password", "a long enough password")
+        page.click("#register-form button[type=submit]")
+        assert "Team browser_team is registered" in page.inner_text("#message")
+        arena.validate_team("browser_team")  # the organiser's step
+
+        page.goto(f"{url}/login")
+        page.fill("#name", "browser_team")
+        page.fill("#password", "a long enough password")
+        page.click("#login-form button[type=submit]")
+        assert page.inner_text("#session-team") == "browser_team"
+
+        page.goto(f"{url}/exercises/00")
+        page.set_input_files("#file", str(csv_path))
+        page.click("#submit-form button[type=submit]")
+        assert "accuracy 1.000" in page.inner_text("#message")
+
+        page.goto(f"{url}/")
+        row = page.locator("tr[data-team=browser_team]")
+        assert row.count() == 1
+        cells = row.locator("td").all_inner_texts()
+        assert cells[1] == "browser_team" and cells[3] == "1.000"
+        page.screenshot(path=str(artifacts / "leaderboard.png"), full_page=True)
+
+        page.goto(f"{url}/exercises/00")
+        page.set_input_files("#file", str(csv_path))
+        page.click("#submit-form button[type=submit]")
+        assert "already submitted" in page.inner_text("#message")
+    assert (artifacts / "leaderboard.png").stat().st_size > 5000
