@@ -126,22 +126,19 @@ def create_app(arena: Arena) -> FastAPI:
 
     @app.get("/api/exercises")
     def api_exercises():
-        with arena.Session() as s:
-            phase = arena.current_phase(s)
+        phase = arena.current_phase()
         return {"phase": phase.name, "reveal_budget": arena.spec.reveal_budget,
                 "submissions_per_exercise": arena.spec.submissions_per_exercise,
                 "exercises": [_exercise_json(e) for e in arena.exercises(phase)]}
 
     @app.get("/api/exercises/{exercise_id}")
     def api_exercise(exercise_id: str):
-        with arena.Session() as s:
-            phase = arena.current_phase(s)
+        phase = arena.current_phase()
         return _exercise_json(arena.exercise(phase, exercise_id))
 
     @app.get("/api/exercises/{exercise_id}/files/{filename}")
     def api_file(exercise_id: str, filename: str):
-        with arena.Session() as s:
-            phase = arena.current_phase(s)
+        phase = arena.current_phase()
         info = arena.exercise(phase, exercise_id)
         if filename not in info.public_files():
             raise ApiError(404, f"no public file {filename!r}; files are {', '.join(info.public_files())}.")
@@ -149,8 +146,7 @@ def create_app(arena: Arena) -> FastAPI:
 
     @app.get("/api/exercises/{exercise_id}/download.zip")
     def api_zip(exercise_id: str):
-        with arena.Session() as s:
-            phase = arena.current_phase(s)
+        phase = arena.current_phase()
         info = arena.exercise(phase, exercise_id)
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -159,20 +155,21 @@ def create_app(arena: Arena) -> FastAPI:
         return Response(buf.getvalue(), media_type="application/zip",
                         headers={"Content-Disposition": f'attachment; filename="{info.dirname}.zip"'})
 
-    @app.post("/api/exercises/{exercise_id}/reveal")
-    async def api_reveal(exercise_id: str, request: Request):
-        team = await run_in_threadpool(arena.team_for_token, _bearer(request))
-        payload = await _json(request)
+    def _token_reveal(token: str | None, exercise_id: str, payload: dict) -> dict:
+        team = arena.team_for_token(token)
         if "datum_id" not in payload:
             raise ApiError(422, 'send {"datum_id": <row index of X_val>}.')
-        res = await run_in_threadpool(arena.reveal, team, exercise_id, payload["datum_id"])
-        return res.as_json()
+        return arena.reveal(team, exercise_id, payload["datum_id"]).as_json()
+
+    @app.post("/api/exercises/{exercise_id}/reveal")
+    async def api_reveal(exercise_id: str, request: Request):
+        payload = await _json(request)
+        return await run_in_threadpool(_token_reveal, _bearer(request), exercise_id, payload)
 
     @app.get("/api/exercises/{exercise_id}/reveals")
     def api_reveals(exercise_id: str, request: Request):
         team = arena.team_for_token(_bearer(request))
-        with arena.Session() as s:
-            phase = arena.current_phase(s)
+        phase = arena.current_phase()
         info = arena.exercise(phase, exercise_id)
         return {"exercise_id": info.number, "reveals": arena.reveals_of(team, phase, info),
                 "budget": arena.spec.reveal_budget}
@@ -254,8 +251,7 @@ def create_app(arena: Arena) -> FastAPI:
 
     @app.get("/exercises/{exercise_id}", response_class=HTMLResponse)
     def page_exercise(exercise_id: str, request: Request):
-        with arena.Session() as s:
-            phase = arena.current_phase(s)
+        phase = arena.current_phase()
         info = arena.exercise(phase, exercise_id)
         reveals = None
         try:

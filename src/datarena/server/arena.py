@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,6 +33,17 @@ from datarena.server.models import Phase, Reveal, Submission, Team, Token, utcno
 from datarena.underspec.scoring import score_labels
 
 WRITE_RETRIES = 20
+TOKEN_CACHE_S = 5.0  # a validated team's token is re-read from the database at most this often
+PHASE_CACHE_S = 1.0  # a phase opened by another process is seen within this delay
+
+
+@dataclass(frozen=True)
+class TeamRef:
+    """The few fields of a team that requests need (safe to cache and share across threads)."""
+
+    id: int
+    name: str
+    validated: bool
 
 
 @dataclass
@@ -62,6 +74,11 @@ class Arena:
         self.catalogue = Catalogue(overrides)
         self.passwords = Passwords(spec.argon2_time_cost, spec.argon2_memory_kib)
         self.limiter = LoginLimiter(spec.login_failures_allowed, spec.login_failure_window_s)
+        # Read caches of committed, immutable facts only: the database stays the judge of every write.
+        self._tokens: dict[str, tuple[TeamRef, float]] = {}
+        self._phase: tuple[Phase, float] | None = None
+        self._reveals: dict[tuple[int, int, str], list[tuple[int, int]]] = {}
+        self._cache_lock = threading.Lock()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -99,6 +116,7 @@ class Arena:
         with self.Session() as s:
             s.add(phase)
             s.commit()
+        self._phase = None
         return phase
 
     # ------------------------------------------------------------ lookups
@@ -107,10 +125,18 @@ class Arena:
     def _current_phase(s: Session) -> Phase | None:
         return s.scalars(select(Phase).order_by(Phase.id.desc()).limit(1)).first()
 
-    def current_phase(self, s: Session) -> Phase:
-        phase = self._current_phase(s)
+    def current_phase(self, s: Session | None = None) -> Phase:
+        cached = self._phase
+        if cached and time.monotonic() < cached[1]:
+            return cached[0]
+        if s is None:
+            with self.Session() as s2:
+                phase = self._current_phase(s2)
+        else:
+            phase = self._current_phase(s)
         if phase is None:
             raise ApiError(503, "the challenge has no open phase yet; an organiser must start it.")
+        self._phase = (phase, time.monotonic() + PHASE_CACHE_S)
         return phase
 
     def phases(self) -> list[Phase]:
@@ -137,7 +163,7 @@ class Arena:
 
     # ------------------------------------------------------------ teams and auth
 
-    def register(self, name: str, password: str) -> Team:
+    def register(self, name: str, password: str) -> TeamRef:
         name = validate_team_name(name)
         validate_password(password)
         team = Team(name=name, password_hash=self.passwords.hash(password), validated=False)
@@ -147,9 +173,9 @@ class Arena:
                 s.commit()
             except IntegrityError:
                 raise ApiError(409, f"team name {name!r} is taken; choose another.") from None
-        return team
+            return TeamRef(team.id, team.name, team.validated)
 
-    def login(self, name: str, password: str, client: str = "?") -> Team:
+    def login(self, name: str, password: str, client: str = "?") -> TeamRef:
         """Check credentials (rate-limited per team and per address); 401 on any mismatch."""
         keys = (f"{name}:team", f"{client}:address")
         self.limiter.check(*keys)
@@ -158,30 +184,38 @@ class Arena:
         if not self.passwords.verify(team.password_hash if team else None, password or ""):
             self.limiter.fail(*keys)
             raise ApiError(401, "wrong team name or password.", {"WWW-Authenticate": "Bearer"})
-        return team
+        return TeamRef(team.id, team.name, team.validated)
 
-    def issue_token(self, team: Team) -> str:
+    def issue_token(self, team: TeamRef) -> str:
         token = new_token()
         with self.Session() as s:
             s.add(Token(team_id=team.id, token_sha256=token_digest(token)))
             s.commit()
         return token
 
-    def team_for_token(self, token: str | None) -> Team:
+    def team_for_token(self, token: str | None) -> TeamRef:
         if not token:
             raise ApiError(401, "missing bearer token; get one with POST /api/token (name, password).",
                            {"WWW-Authenticate": "Bearer"})
+        digest = token_digest(token)
+        hit = self._tokens.get(digest)
+        if hit and time.monotonic() < hit[1]:
+            return hit[0]
         with self.Session() as s:
-            team = s.scalars(
-                select(Team).join(Token, Token.team_id == Team.id).where(Token.token_sha256 == token_digest(token))
+            row = s.execute(
+                select(Team.id, Team.name, Team.validated).join(Token, Token.team_id == Team.id)
+                .where(Token.token_sha256 == digest)
             ).first()
-        if team is None:
+        if row is None:
             raise ApiError(401, "invalid or revoked token; log in again with POST /api/token.",
                            {"WWW-Authenticate": "Bearer"})
+        team = TeamRef(*row)
+        if team.validated:  # only validated teams are cached, so a fresh validation shows at once
+            self._tokens[digest] = (team, time.monotonic() + TOKEN_CACHE_S)
         return team
 
     @staticmethod
-    def require_validated(team: Team) -> None:
+    def require_validated(team: TeamRef) -> None:
         if not team.validated:
             raise ApiError(403, f"team {team.name!r} is not validated yet; ask an organiser to validate it.")
 
@@ -206,10 +240,9 @@ class Arena:
                     time.sleep(0.002 * (i + 1))
         raise ApiError(503, "the server is busy; retry the request.")
 
-    def reveal(self, team: Team, exercise_id: str | int, datum_id: object) -> RevealResult:
+    def reveal(self, team: TeamRef, exercise_id: str | int, datum_id: object) -> RevealResult:
         self.require_validated(team)
-        with self.Session() as s:
-            phase = self.current_phase(s)
+        phase = self.current_phase()
         self.require_open(phase)
         info = self.exercise(phase, exercise_id)
         try:
@@ -219,26 +252,44 @@ class Arena:
         if not 0 <= datum < info.n_target:
             raise ApiError(404, f"unknown datum {datum}: exercise {info.id} has target rows 0..{info.n_target - 1}.")
         budget = self.spec.reveal_budget
+        key = (team.id, phase.id, info.id)
 
-        def attempt(s: Session) -> RevealResult:
-            rows = list(s.scalars(select(Reveal).where(
-                Reveal.team_id == team.id, Reveal.phase_id == phase.id, Reveal.exercise_id == info.id
-            ).order_by(Reveal.slot)))
-            for r in rows:
-                if r.datum_id == datum:
-                    return RevealResult(info.number, datum, r.label, [x.datum_id for x in rows if x.datum_id != datum])
+        def answer(rows: list[tuple[int, int]]) -> RevealResult | None:
+            for d, label in rows:
+                if d == datum:
+                    return RevealResult(info.number, datum, label, [x for x, _ in rows if x != datum])
             if len(rows) >= budget:
                 raise ApiError(409, f"reveal budget used up: {budget} of {budget} labels revealed on exercise "
-                                    f"{info.id} (datums {[x.datum_id for x in rows]}); re-revealing those is free.")
+                                    f"{info.id} (datums {[x for x, _ in rows]}); re-revealing those is free.")
+            return None
+
+        cached = self._reveals.get(key)
+        if cached is not None and (hit := answer(cached)) is not None:
+            return hit
+
+        def attempt(s: Session) -> RevealResult:
+            rows = [tuple(r) for r in s.execute(select(Reveal.datum_id, Reveal.label).where(
+                Reveal.team_id == team.id, Reveal.phase_id == phase.id, Reveal.exercise_id == info.id
+            ).order_by(Reveal.slot))]
+            self._remember(key, rows)
+            if (hit := answer(rows)) is not None:
+                return hit
             label = int(info.hidden()[0][datum])
             s.add(Reveal(team_id=team.id, phase_id=phase.id, exercise_id=info.id, datum_id=datum,
                          slot=len(rows) + 1, label=label))
             s.commit()
-            return RevealResult(info.number, datum, label, [x.datum_id for x in rows])
+            self._remember(key, [*rows, (datum, label)])
+            return RevealResult(info.number, datum, label, [x for x, _ in rows])
 
         return self._retrying(attempt)
 
-    def reveals_of(self, team: Team, phase: Phase, info: ExerciseInfo) -> list[dict]:
+    def _remember(self, key: tuple[int, int, str], rows: list[tuple[int, int]]) -> None:
+        """Cache committed reveals; keep the longest list (reveals are never deleted)."""
+        with self._cache_lock:
+            if len(rows) >= len(self._reveals.get(key, ())):
+                self._reveals[key] = rows
+
+    def reveals_of(self, team: TeamRef, phase: Phase, info: ExerciseInfo) -> list[dict]:
         with self.Session() as s:
             rows = s.scalars(select(Reveal).where(
                 Reveal.team_id == team.id, Reveal.phase_id == phase.id, Reveal.exercise_id == info.id
@@ -273,10 +324,9 @@ class Arena:
         except SubmissionError as err:
             raise ApiError(422, str(err)) from None
 
-    def submit(self, team: Team, exercise_id: str | int, data: bytes) -> dict:
+    def submit(self, team: TeamRef, exercise_id: str | int, data: bytes) -> dict:
         self.require_validated(team)
-        with self.Session() as s:
-            phase = self.current_phase(s)
+        phase = self.current_phase()
         self.require_open(phase)
         info = self.exercise(phase, exercise_id)
         if len(data) > self.spec.max_upload_bytes:
@@ -341,14 +391,16 @@ class Arena:
 
     # ------------------------------------------------------------ organiser
 
-    def validate_team(self, name: str, validated: bool = True) -> Team:
+    def validate_team(self, name: str, validated: bool = True) -> TeamRef:
         with self.Session() as s:
             team = s.scalars(select(Team).where(Team.name == name)).first()
             if team is None:
                 raise DatarenaError(f"no team named {name!r}; `datarena admin list-teams` shows them.")
             team.validated = validated
             s.commit()
-            return team
+            ref = TeamRef(team.id, team.name, team.validated)
+        self._tokens.clear()
+        return ref
 
     def list_teams(self) -> list[dict]:
         with self.Session() as s:
