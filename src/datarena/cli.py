@@ -162,15 +162,67 @@ def admin_new_phase(seed: int = typer.Option(..., "--seed", help="Seed of the re
     console.print(f"opened {phase.name} (seed {phase.seed}); data in {phase.data_dir}")
 
 
+@app.command("solve")
+def solve_cmd(
+    exercise: str = typer.Argument(..., help="Exercise directory (DIR/public/<id>_<name>), or an exercise id with --server."),
+    solver: str = typer.Option("divdis", help="erm, divdis or dbat."),
+    oracle: str = typer.Option("local", help="local: reveal from the private labels beside the exercise (research)."),
+    server: str = typer.Option(None, "--server", help="Challenge server URL: reveal through its API."),
+    team: str = typer.Option(None, "--team", help="Team name on the server."),
+    password: str = typer.Option(None, "--password", envvar="DATARENA_PASSWORD", help="Team password."),
+    submit: bool = typer.Option(False, "--submit", help="With --server: submit if the solver recommends it."),
+    seed: int = typer.Option(0, help="Training seed."),
+    out: Path = typer.Option(Path("solve-out"), "--out", help="Where labels, report and saliency PNG go."),
+) -> None:
+    """Solve one exercise with at most 5 revealed labels; write labels.csv and a saliency PNG."""
+    import json
+
+    from datarena.data.bundle import read_bundle
+    from datarena.underspec import score
+    from datarena.underspec.solvers import LocalOracle, solve
+
+    if server:
+        from datarena.server.client import ArenaClient, ServerOracle
+
+        if not team or not password:
+            raise DatarenaError("--server needs --team and --password (or DATARENA_PASSWORD).")
+        client = ArenaClient(server, team, password)
+        bundle = read_bundle(client.download(exercise, out / "downloads"), hidden=False)
+        the_oracle = ServerOracle(client, exercise)
+    else:
+        if oracle != "local":
+            raise DatarenaError(f"unknown oracle {oracle!r}; use --oracle local or --server URL.")
+        bundle = read_bundle(exercise)
+        the_oracle = LocalOracle(bundle.y_target)
+    result = solve(bundle, solver, the_oracle, seed=seed, out_dir=out)
+    out.mkdir(parents=True, exist_ok=True)
+    labels_path = out / f"{bundle.dirname}_{solver}_labels.csv"
+    labels_path.write_text("\n".join(map(str, result.labels.tolist())) + "\n")
+    report = result.summary() | {"reveals": result.reveals, "labels": str(labels_path),
+                                 "saliency_png": str(result.saliency_png)}
+    if bundle.y_target is not None:
+        report["score"] = score(bundle, result.labels)
+    if server and submit and result.recommend_submit:
+        report["submission"] = client.submit(exercise, result.labels)
+    (out / f"{bundle.dirname}_{solver}_report.json").write_text(json.dumps(report, indent=2, default=str))
+    verdict = "submit" if result.recommend_submit else "abstain (estimate below the default score)"
+    console.print(f"{bundle.dirname} {solver}: {len(result.reveals)} reveals, estimated accuracy "
+                  f"{result.estimated_accuracy:.3f} -> {verdict}; {result.seconds:.1f}s")
+    if "score" in report:
+        console.print(f"  true target accuracy {report['score']['accuracy']:.3f}, worst group {report['score']['worst_group_accuracy']:.3f}")
+    console.print(f"  labels: {labels_path}\n  saliency: {result.saliency_png}")
+
+
 @app.command("demo")
 def demo_cmd(
     out: Path = typer.Option(Path("demo-run"), "--out", help="Working directory of the demo."),
     seed: int = typer.Option(42, help="Suite seed."),
+    linger: float = typer.Option(0.0, help="Keep serving the leaderboard this many seconds at the end."),
 ) -> None:
-    """Run the main job on the embedded data (see README)."""
+    """End to end: generate the suite, serve it, solve every exercise over HTTP, show the leaderboard."""
     from datarena.demo import run_demo
 
-    run_demo(out, seed=seed, console=console)
+    run_demo(out, seed=seed, console=console, linger=linger)
 
 
 def main() -> None:

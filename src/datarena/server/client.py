@@ -96,3 +96,23 @@ class ArenaClient:
     def leaderboard(self, phase: int | None = None) -> dict:
         params = {"phase": phase} if phase else None
         return self._check(self.http.get("/api/leaderboard", params=params)).json()
+
+
+class ServerOracle:
+    """Reveals target labels through a challenge server's API (the solver's 5-label budget)."""
+
+    def __init__(self, client: ArenaClient, exercise_id: str | int, budget: int = 5):
+        self.client, self.exercise_id, self.budget = client, exercise_id, budget
+        self.revealed: dict[int, int] = {}
+
+    def reveal(self, datum_id: int) -> int:
+        from datarena.errors import BudgetError
+
+        try:
+            answer = self.client.reveal(self.exercise_id, int(datum_id))
+        except ArenaError as err:
+            if err.status == 409:
+                raise BudgetError(str(err)) from None
+            raise
+        self.revealed[int(datum_id)] = int(answer["label"])
+        return int(answer["label"])

@@ -1,0 +1,148 @@
+"""Solvers for underspecified exercises: erm, divdis, dbat, with at most 5 revealed labels.
+
+    from datarena.underspec.solvers import solve, LocalOracle
+    result = solve(bundle, "divdis", LocalOracle(bundle.y_target))
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from datarena.data.bundle import ExerciseBundle
+from datarena.errors import ConfigError
+from datarena.underspec.solvers.disambiguate import (
+    Disambiguation,
+    LocalOracle,
+    Oracle,
+    disambiguate,
+)
+from datarena.underspec.solvers.saliency import head_saliency, write_saliency_png
+from datarena.underspec.solvers.training import (
+    Data,
+    TrainConfig,
+    hard_mutual_information,
+    head_probs,
+    train_dbat,
+    train_multihead,
+)
+
+SOLVERS = ("erm", "divdis", "dbat")
+__all__ = ["SOLVERS", "LocalOracle", "Oracle", "SolveResult", "TrainConfig", "solve"]
+
+
+@dataclass
+class SolveResult:
+    solver: str
+    exercise_id: str
+    labels: np.ndarray  # one label per target row, in the exercise's class ids
+    chosen_head: int
+    n_hypotheses: int
+    reveals: list[tuple[int, int]]  # (datum_id, label in class ids)
+    estimated_accuracy: float  # conservative
+    estimated_accuracy_point: float
+    disagreement_fraction: float
+    default_score: float
+    recommend_submit: bool
+    seconds: float
+    saliency_png: Path | None = None
+
+    def summary(self) -> dict:
+        return {
+            "solver": self.solver, "exercise_id": self.exercise_id, "chosen_head": self.chosen_head,
+            "reveals": len(self.reveals), "estimated_accuracy": round(self.estimated_accuracy, 4),
+            "recommend_submit": self.recommend_submit, "seconds": round(self.seconds, 2),
+        }
+
+
+def _prepare(bundle: ExerciseBundle, holdout: float, rng: np.random.Generator):
+    classes = np.asarray(bundle.classes)
+    index = {int(c): i for i, c in enumerate(classes)}
+    y = np.array([index[int(v)] for v in bundle.y_labeled])
+    X_all = np.concatenate([bundle.X_labeled, bundle.X_unlabeled, bundle.X_target]).astype(np.float32)
+    if X_all.ndim == 2:  # vectors: standardise features over every row
+        mu, sd = X_all.mean(0), X_all.std(0) + 1e-6
+        norm = lambda a: ((a - mu) / sd).astype(np.float32)  # noqa: E731
+    else:
+        norm = lambda a: a.astype(np.float32)  # noqa: E731
+    order = rng.permutation(len(y))
+    n_val = max(2, int(holdout * len(y)))
+    val, tr = order[:n_val], order[n_val:]
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(norm(a)))  # noqa: E731
+    x_lab = t(bundle.X_labeled)
+    data = Data(
+        x_lab=x_lab[tr], y_lab=torch.from_numpy(y[tr]),
+        x_unl=torch.cat([t(bundle.X_unlabeled), t(bundle.X_target)]),
+        x_tgt=t(bundle.X_target), n_classes=len(classes),
+    )
+    return data, x_lab[val], y[val], classes, index
+
+
+def solve(
+    bundle: ExerciseBundle,
+    solver: str = "divdis",
+    oracle: Oracle | None = None,
+    seed: int = 0,
+    config: TrainConfig | None = None,
+    max_reveals: int = 5,
+    default_score: float | None = None,
+    out_dir: str | Path | None = None,
+) -> SolveResult:
+    """Train hypotheses, reveal at most `max_reveals` target labels through `oracle`, label the target set."""
+    if solver not in SOLVERS:
+        raise ConfigError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}.")
+    if max_reveals > 5:
+        raise ConfigError("at most 5 labels may be revealed per exercise.")
+    t0 = time.perf_counter()
+    cfg = config or TrainConfig()
+    rng = np.random.default_rng(np.random.SeedSequence([seed, int(bundle.exercise_id)]))
+    data, x_val, y_val, classes, index = _prepare(bundle, 0.15, rng)
+    with torch.random.fork_rng():
+        torch.manual_seed(int(rng.integers(2**31)))
+        gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+        if solver == "erm":
+            models = [train_multihead(data, cfg, diversify=False, gen=gen)]
+        elif solver == "divdis":
+            # Restarts differ only in their random start; keep the run whose heads are the most
+            # independent on the target rows (collapsed or half-mixed heads share information).
+            runs = [[train_multihead(data, cfg, diversify=True, gen=gen)] for _ in range(max(1, cfg.restarts))]
+            models = min(runs, key=lambda ms: hard_mutual_information(head_probs(ms, data.x_tgt)))
+        else:
+            models = train_dbat(data, cfg, gen)
+        probs = head_probs(models, data.x_tgt)
+        val_acc = (head_probs(models, x_val).argmax(-1) == y_val[None]).mean(1)
+
+        budget = min(max_reveals, getattr(oracle, "budget", max_reveals)) if oracle is not None else 0
+
+        def ask(datum: int) -> int:
+            return index[int(oracle.reveal(datum))]
+
+        result: Disambiguation = disambiguate(probs, ask, budget, val_acc, rng)
+        saliency_png = None
+        if out_dir is not None:
+            out = Path(out_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            saliency_png = out / f"{bundle.dirname}_{solver}_saliency.png"
+            write_saliency_png(head_saliency(models, data.x_tgt), saliency_png, result.chosen,
+                               f"{bundle.dirname}: {solver} hypotheses (input-gradient saliency on target rows)")
+    labels = classes[probs[result.chosen].argmax(-1)]
+    default = float(default_score if default_score is not None else bundle.meta.get("default_score", 0.8))
+    return SolveResult(
+        solver=solver,
+        exercise_id=bundle.exercise_id,
+        labels=labels.astype(np.int64),
+        chosen_head=result.chosen,
+        n_hypotheses=probs.shape[0],
+        reveals=[(d, int(classes[y])) for d, y in result.reveals],
+        estimated_accuracy=result.estimate,
+        estimated_accuracy_point=result.estimate_point,
+        disagreement_fraction=result.disagreement_fraction,
+        default_score=default,
+        recommend_submit=result.estimate >= default,
+        seconds=time.perf_counter() - t0,
+        saliency_png=saliency_png,
+    )

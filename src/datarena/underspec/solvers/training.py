@@ -1,0 +1,141 @@
+"""Training of the hypotheses: ERM, DivDis (K heads, one network), D-BAT (models in sequence)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from datarena.underspec.solvers.losses import (
+    disagreement_loss,
+    marginal_kl,
+    pairwise_mutual_information,
+)
+from datarena.underspec.solvers.models import MultiHead, make_model
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 300
+    batch_labeled: int = 64
+    batch_unlabeled: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    n_heads: int = 2
+    lambda_mi: float = 10.0
+    lambda_reg: float = 1.0
+    lambda_dbat: float = 1.0
+    dbat_models: int = 3  # the first is ERM; with only two, the second may pick the other simple cue
+    restarts: int = 3  # divdis: independent runs, keep the one whose heads are most independent on target rows
+    warmup: int = 0  # steps of labeled-only training before the diversity terms switch on
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Data:
+    """Tensors of one exercise, standardised; labels mapped to 0..C-1."""
+
+    x_lab: torch.Tensor
+    y_lab: torch.Tensor
+    x_unl: torch.Tensor  # unlabeled rows + target rows (looking at the target set is allowed)
+    x_tgt: torch.Tensor
+    n_classes: int
+
+    @property
+    def prior(self) -> torch.Tensor:
+        counts = torch.bincount(self.y_lab, minlength=self.n_classes).float() + 1
+        return counts / counts.sum()
+
+
+def _batches(n: int, size: int, gen: torch.Generator) -> torch.Tensor:
+    return torch.randint(0, n, (size,), generator=gen)
+
+
+def _diversity_batch(data: Data, size: int, gen: torch.Generator) -> torch.Tensor:
+    """Half target rows, half unlabeled rows: the target set keeps the two features apart even
+    when the unlabeled set barely mixes them (low mix rate)."""
+    half = size // 2
+    return torch.cat([data.x_tgt[_batches(len(data.x_tgt), half, gen)],
+                      data.x_unl[_batches(len(data.x_unl), size - half, gen)]])
+
+
+def _ce_heads(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    k = logits.shape[0]
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.repeat(k))
+
+
+def train_multihead(data: Data, cfg: TrainConfig, diversify: bool, gen: torch.Generator, n_heads: int | None = None) -> MultiHead:
+    """ERM when diversify is False (one head); DivDis otherwise."""
+    k = (n_heads or cfg.n_heads) if diversify else 1
+    model = make_model(tuple(data.x_lab.shape[1:]), data.n_classes, k)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    prior = data.prior
+    model.train()
+    for step in range(cfg.steps):
+        bl = _batches(len(data.x_lab), cfg.batch_labeled, gen)
+        loss = _ce_heads(model(data.x_lab[bl]), data.y_lab[bl])
+        if diversify and step >= cfg.warmup:
+            probs = model(_diversity_batch(data, cfg.batch_unlabeled, gen)).softmax(-1)
+            loss = loss + cfg.lambda_mi * pairwise_mutual_information(probs) + cfg.lambda_reg * marginal_kl(probs, prior)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    model.eval()
+    return model
+
+
+def train_dbat(data: Data, cfg: TrainConfig, gen: torch.Generator) -> list[MultiHead]:
+    """D-BAT: model m agrees with the labels and disagrees with models 1..m-1 on unlabeled rows."""
+    models: list[MultiHead] = [train_multihead(data, cfg, diversify=False, gen=gen)]
+    for _ in range(1, cfg.dbat_models):
+        model = make_model(tuple(data.x_lab.shape[1:]), data.n_classes, 1)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        model.train()
+        for step in range(cfg.steps):
+            bl = _batches(len(data.x_lab), cfg.batch_labeled, gen)
+            loss = _ce_heads(model(data.x_lab[bl]), data.y_lab[bl])
+            if step < cfg.warmup:
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                continue
+            xu = _diversity_batch(data, cfg.batch_unlabeled, gen)
+            p_new = model(xu)[0].softmax(-1)
+            with torch.no_grad():
+                olds = [m(xu)[0].softmax(-1) for m in models]
+            loss = loss + cfg.lambda_dbat * sum(disagreement_loss(p_new, p) for p in olds) / len(olds)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        model.eval()
+        models.append(model)
+    return models
+
+
+def hard_mutual_information(probs: np.ndarray) -> float:
+    """Mean pairwise mutual information (nats) of the heads' hard predictions, probs (H, N, C)."""
+    hard = probs.argmax(-1)
+    h, _, c = probs.shape
+    total, pairs = 0.0, 0
+    for i in range(h):
+        for j in range(i + 1, h):
+            joint = np.zeros((c, c))
+            np.add.at(joint, (hard[i], hard[j]), 1.0)
+            joint /= joint.sum()
+            outer = joint.sum(1, keepdims=True) * joint.sum(0, keepdims=True)
+            nz = joint > 0
+            total += float((joint[nz] * np.log(joint[nz] / outer[nz])).sum())
+            pairs += 1
+    return total / max(pairs, 1)
+
+
+@torch.no_grad()
+def head_probs(models: list[MultiHead], x: torch.Tensor, chunk: int = 512) -> np.ndarray:
+    """Probabilities of every hypothesis (head) on x: (H, N, C)."""
+    outs = []
+    for m in models:
+        parts = [m(x[i : i + chunk]).softmax(-1) for i in range(0, len(x), chunk)]
+        outs.append(torch.cat(parts, 1))
+    return torch.cat(outs, 0).numpy()
