@@ -42,7 +42,7 @@ def test_diversity_beats_erm_on_toy(toy, toy_results, solver):
 
 
 def test_reveals_within_budget_and_decisions(toy, toy_results):
-    for s, (res, oracle) in toy_results.items():
+    for res, oracle in toy_results.values():
         assert len(oracle.revealed) <= 5 and len(res.reveals) == len(oracle.revealed)
         assert all(toy.y_target[d] == y for d, y in res.reveals)
         assert res.labels.shape == toy.y_target.shape and set(np.unique(res.labels)) <= {0, 1}
