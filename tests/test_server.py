@@ -319,3 +319,22 @@ def test_rate_limited_failed_logins(tmp_path, phase_data_cache):
         assert locked.status_code == 429 and "Retry-After" in locked.headers
         form = httpx.post(f"{url}/reveal/", data={"username": "victim", "password": PASSWORD, "exercise_id": 1, "datum_id": 1})
         assert form.status_code == 429
+
+
+def test_web_login_logout_and_phases(backend):
+    arena, url = backend
+    c = new_team(arena, url)
+    assert httpx.get(f"{url}/api/phases").json()[0]["seed"] == 42
+    assert httpx.get(f"{url}/api/health").json()["status"] == "ok"
+    with httpx.Client(base_url=url, headers={"accept": "text/html"}) as browser:
+        token = browser.get("/login").text.split('name="csrf_token" value="')[1].split('"')[0]
+        bad = browser.post("/login", data={"name": c.username, "password": "wrong password", "csrf_token": token})
+        assert bad.status_code == 401
+        ok = browser.post("/login", data={"name": c.username, "password": PASSWORD, "csrf_token": token})
+        assert ok.status_code == 303 and "datarena_session" in ok.cookies
+        c.reveal("01", 3)
+        page = browser.get("/exercises/01")
+        assert 'id="reveals"' in page.text and 'id="submit-form"' in page.text
+        out = browser.post("/logout", data={"csrf_token": token})
+        assert out.status_code == 303
+        assert 'id="submit-form"' not in browser.get("/exercises/01").text

@@ -1,0 +1,1 @@
+"""Fixed evaluators: DeepLabv3 for segmentation datasets, metrics, model checksums."""
