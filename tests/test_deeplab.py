@@ -71,3 +71,17 @@ def test_checksum_stable_across_save_load_and_changes_with_a_step(tmp_path):
     loss.backward()
     opt.step()
     assert state_dict_sha256(model.state_dict()) != digest
+
+
+def test_checksum_cli(tmp_path):
+    import subprocess
+    import sys
+
+    model = deeplabv3(3, "resnet18")
+    torch.save({"model": model.state_dict()}, tmp_path / "ckpt.pt")
+    out = subprocess.run([sys.executable, "-m", "datarena.cli", "evaluate", "checksum", str(tmp_path / "ckpt.pt")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == state_dict_sha256(model.state_dict())
+    missing = subprocess.run([sys.executable, "-m", "datarena.cli", "evaluate", "checksum", str(tmp_path / "no.pt")],
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr

@@ -213,6 +213,20 @@ def solve_cmd(
     console.print(f"  labels: {labels_path}\n  saliency: {result.saliency_png}")
 
 
+evaluate_app = typer.Typer(help="Fixed evaluators: model checksums (DeepLabv3 scoring is in progress).", no_args_is_help=True)
+app.add_typer(evaluate_app, name="evaluate")
+
+
+@evaluate_app.command("checksum")
+def evaluate_checksum(model: Path = typer.Argument(..., help="A saved state_dict (.pt), or a checkpoint with a 'model' entry.")) -> None:
+    """sha256 of a model's canonical state_dict serialisation (sorted keys, dtype, shape, bytes)."""
+    from datarena.evaluate.checksum import checkpoint_sha256
+
+    if not model.exists():
+        raise DatarenaError(f"{model} does not exist; pass the path of a saved model.")
+    print(checkpoint_sha256(model))
+
+
 @app.command("demo")
 def demo_cmd(
     out: Path = typer.Option(Path("demo-run"), "--out", help="Working directory of the demo."),
