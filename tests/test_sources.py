@@ -87,3 +87,17 @@ def test_celeba_style_directory(tmp_path):
 def test_missing_faces_directory(tmp_path):
     with pytest.raises(SourceNotFoundError, match=r"list_attr_celeba.txt.*--faces-dir"):
         sources.load_faces(tmp_path)
+
+
+def test_vehicle_animal_from_cifar_batches(tmp_path):
+    from datarena.data.bundle import CONFLICTING
+    from datarena.underspec.exercises import SourceConfig, generate_exercise
+    from datarena.underspec.suite import load_suite
+
+    rng = np.random.default_rng(3)
+    for name in sources.CIFAR_FILES:
+        batch = {b"data": rng.integers(0, 255, (40, 3072), dtype=np.uint8), b"labels": list(np.arange(40) % 10)}
+        (tmp_path / name).write_bytes(pickle.dumps(batch))
+    b = generate_exercise(load_suite().get("888"), 1, SourceConfig(cifar_dir=str(tmp_path)))
+    assert b.X_labeled.shape[1:] == (3, 32, 64) and set(np.unique(b.y_labeled)) == {2, 3}
+    assert np.mean(b.groups_target == CONFLICTING) == pytest.approx(0.5, abs=0.05)
