@@ -43,8 +43,7 @@ class SolveResult:
     chosen_head: int
     n_hypotheses: int
     reveals: list[tuple[int, int]]  # (datum_id, label in class ids)
-    estimated_accuracy: float  # conservative
-    estimated_accuracy_point: float
+    estimated_accuracy: float  # the solver's own estimate of its target accuracy
     disagreement_fraction: float
     default_score: float
     recommend_submit: bool
@@ -139,7 +138,6 @@ def solve(
         n_hypotheses=probs.shape[0],
         reveals=[(d, int(classes[y])) for d, y in result.reveals],
         estimated_accuracy=result.estimate,
-        estimated_accuracy_point=result.estimate_point,
         disagreement_fraction=result.disagreement_fraction,
         default_score=default,
         recommend_submit=result.estimate >= default,

@@ -48,8 +48,7 @@ class Disambiguation:
     chosen: int
     weights: np.ndarray
     reveals: list[tuple[int, int]]  # (datum_id, class index)
-    estimate: float  # conservative estimate of target accuracy
-    estimate_point: float
+    estimate: float  # estimated target accuracy of the chosen hypothesis
     disagreement_fraction: float
 
 
@@ -115,6 +114,5 @@ def disambiguate(
         weights=w,
         reveals=reveals,
         estimate=estimate,
-        estimate_point=estimate,
         disagreement_fraction=f_d,
     )

@@ -16,25 +16,6 @@ class MLPTrunk(nn.Module):
         return self.net(x)
 
 
-class CNNTrunk(nn.Module):
-    """Two strided conv layers and a linear layer: cheap on 2 CPU cores, keeps where things are."""
-
-    def __init__(self, in_shape: tuple[int, int, int], width: int = 8, hidden: int = 64):
-        super().__init__()
-        c, h, w = in_shape
-        self.features = nn.Sequential(
-            nn.Conv2d(c, width, 5, stride=2, padding=2), nn.ReLU(),
-            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(),
-        )
-        with torch.no_grad():
-            n = self.features(torch.zeros(1, c, h, w)).numel()
-        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(n, hidden), nn.ReLU())
-        self.out_dim = hidden
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x))
-
-
 class FlatCNNTrunk(nn.Module):
     """Two conv+pool blocks and a linear layer over the whole map (position-aware)."""
 
@@ -48,27 +29,6 @@ class FlatCNNTrunk(nn.Module):
         with torch.no_grad():
             n = self.features(torch.zeros(1, c, h, w)).numel()
         self.fc = nn.Sequential(nn.Flatten(), nn.Linear(n, hidden), nn.ReLU())
-        self.out_dim = hidden
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x))
-
-
-class PooledCNNTrunk(nn.Module):
-    """Three conv layers, max-pooled to one cell per half of the image: the same cue is recognised
-    wherever it sits in its half, and left and right stay distinct."""
-
-    def __init__(self, in_shape: tuple[int, int, int], width: int = 16, hidden: int = 64):
-        super().__init__()
-        c, h, w = in_shape
-        cells = (1, 2) if w >= 2 * h else (1, 1)
-        self.features = nn.Sequential(
-            nn.Conv2d(c, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(2 * width, 4 * width, 3, padding=1), nn.ReLU(),
-            nn.AdaptiveMaxPool2d(cells),
-        )
-        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(4 * width * cells[0] * cells[1], hidden), nn.ReLU())
         self.out_dim = hidden
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,14 +49,10 @@ class MultiHead(nn.Module):
         return z.view(len(x), self.n_heads, self.n_classes).transpose(0, 1)
 
 
-TRUNK = "flat"
-TRUNKS = {"flat": FlatCNNTrunk, "pooled": PooledCNNTrunk, "strided": CNNTrunk}
-
-
 def make_model(input_shape: tuple[int, ...], n_classes: int, n_heads: int) -> MultiHead:
     """MLP for vectors (00, 23, 456), CNN for images."""
     if len(input_shape) == 1:
         trunk: nn.Module = MLPTrunk(input_shape[0])
     else:
-        trunk = TRUNKS[TRUNK](tuple(input_shape))  # type: ignore[arg-type]
+        trunk = FlatCNNTrunk(tuple(input_shape))  # type: ignore[arg-type]
     return MultiHead(trunk, n_classes, n_heads)
