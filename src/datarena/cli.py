@@ -98,13 +98,20 @@ CHALLENGE = typer.Option(None, "--challenge", help="Challenge YAML file (default
 DATA_DIR = typer.Option(None, "--data-dir", help="Where phase datasets and the SQLite database live.")
 
 
-def _arena(challenge, data_dir, start: bool = True):
+def _arena(challenge, data_dir, start: bool = False):
+    """The challenge's Arena; start=True also opens the first phase (generating its data) if none exists.
+
+    Organiser commands only migrate the schema: listing teams must not generate datasets.
+    """
     from datarena.server.arena import Arena
     from datarena.server.config import load_challenge
+    from datarena.server.db import migrate
 
     arena = Arena(load_challenge(challenge, data_dir=str(data_dir) if data_dir else None))
     if start:
         arena.start()
+    else:
+        migrate(arena.engine)
     return arena
 
 
@@ -118,7 +125,7 @@ def serve_cmd(
     """Serve a challenge: API, reveal endpoint, leaderboard pages."""
     from datarena.server.runner import serve
 
-    arena = _arena(challenge, data_dir)
+    arena = _arena(challenge, data_dir, start=True)
     console.print(f"serving [bold]{arena.spec.title}[/] on http://{host}:{port}  (database {arena.url})")
     serve(arena, host, port)
 

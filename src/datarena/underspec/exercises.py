@@ -14,7 +14,6 @@ vehicle, caption word) from the spurious class.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -346,7 +345,3 @@ def spurious_target(bundle: ExerciseBundle) -> np.ndarray:
         other = np.where(bundle.y_target == classes[0], classes[1], classes[0])
         return np.where(flip, other, bundle.y_target)
     raise ValueError("spurious_target is defined for binary exercises only")
-
-
-def exercise_path(out: Path, spec: ExerciseSpec) -> tuple[Path, Path]:
-    return out / "public" / spec.dirname, out / "private" / spec.dirname
