@@ -26,6 +26,16 @@ CIFAR_DIR = typer.Option(None, "--cifar-dir", envvar="DATARENA_CIFAR10_DIR", hel
 FACES_DIR = typer.Option(None, "--faces-dir", envvar="DATARENA_FACES_DIR", help="Face images + list_attr_celeba.txt (default: embedded lfw_subset).")
 
 
+def _cuda() -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _sources(mnist_dir, cifar_dir, faces_dir):
     from datarena.underspec.exercises import SourceConfig
 
@@ -220,7 +230,7 @@ def solve_cmd(
     console.print(f"  labels: {labels_path}\n  saliency: {result.saliency_png}")
 
 
-evaluate_app = typer.Typer(help="Fixed evaluators: model checksums (DeepLabv3 scoring is in progress).", no_args_is_help=True)
+evaluate_app = typer.Typer(help="Fixed evaluators: score a segmentation dataset with DeepLabv3, validate it, checksum a model.", no_args_is_help=True)
 app.add_typer(evaluate_app, name="evaluate")
 
 
@@ -232,6 +242,130 @@ def evaluate_checksum(model: Path = typer.Argument(..., help="A saved state_dict
     if not model.exists():
         raise DatarenaError(f"{model} does not exist; pass the path of a saved model.")
     print(checkpoint_sha256(model))
+
+
+@evaluate_app.command("validate")
+def evaluate_validate(
+    dataset: Path = typer.Argument(..., help="A VOC-layout dataset directory."),
+    size: int = typer.Option(512, help="Required image and mask size (square); 0 = any size."),
+    num_classes: int = typer.Option(21, "--num-classes", help="Mask values must be < this, or 255."),
+    max_pairs: int = typer.Option(10_000, "--max-pairs", help="Most pairs allowed."),
+) -> None:
+    """Check a dataset against the challenge rules; lists every offending file."""
+    from datarena.data.segmentation import DatasetRules, validate_dataset
+
+    report = validate_dataset(dataset, DatasetRules(size=(size, size) if size else None, num_classes=num_classes, max_pairs=max_pairs))
+    report.raise_for_problems()
+    console.print(f"{dataset}: {report.n_pairs} pairs, all valid")
+
+
+@evaluate_app.command("train")
+def evaluate_train(
+    dataset: Path = typer.Argument(..., help="Training set: a VOC-layout directory or a .npz file."),
+    test: Path = typer.Option(..., "--test", help="Private test set (VOC directory or .npz)."),
+    out: Path = typer.Option(Path("datarena-score"), "--out", help="Directory for report.json, model.pt, overlays.png, checkpoint.pt."),
+    budget: str = typer.Option("syntagen", "--budget", help="Preset: syntagen (10k it, batch 8, 512 crop, ResNet-50), syntagen-100k, digit_scenes (CPU scale)."),
+    iterations: int = typer.Option(None, "--iterations", help="Override the preset's iteration cap."),
+    batch_size: int = typer.Option(None, "--batch-size", help="Override the batch size."),
+    crop_size: int = typer.Option(None, "--crop-size", help="Override the crop size."),
+    backbone: str = typer.Option(None, "--backbone", help="resnet18, resnet34, resnet50 or resnet101."),
+    seed: int = typer.Option(None, "--seed", help="Training seed."),
+    weights: Path = typer.Option(None, "--backbone-weights", help="Local ImageNet ResNet state_dict (nothing is downloaded)."),
+    device: str = typer.Option("cuda" if _cuda() else "cpu", "--device", help="cpu or cuda."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.pt."),
+    no_validate: bool = typer.Option(False, "--no-validate", help="Skip the dataset-rules check."),
+) -> None:
+    """Score a dataset: train DeepLabv3 under a fixed budget, report mIoU on the test set and the model checksum."""
+    from datarena.evaluate.train import budget_from, score_dataset
+
+    b = budget_from(budget, iterations=iterations, batch_size=batch_size, crop_size=crop_size, backbone=backbone, seed=seed)
+    report = score_dataset(dataset, test, b, out, resume=resume, backbone_weights=weights, device=device,
+                           validate="skip" if no_validate else "strict")
+    table = Table(title=f"per-class IoU on {report['n_test_images']} test images")
+    table.add_column("class")
+    table.add_column("IoU", justify="right")
+    for name, iou in report["per_class_iou"].items():
+        table.add_row(name, "-" if iou is None else f"{iou:.3f}")
+    console.print(table)
+    console.print(f"mIoU {report['miou']:.4f}  pixel accuracy {report['pixel_accuracy']:.4f}  "
+                  f"({report['iterations']} it, {report['train_images_per_second']:.1f} img/s)")
+    console.print(f"model sha256 {report['model_sha256']}")
+    console.print(f"report: {out / 'report.json'}  overlays: {out / 'overlays.png'}")
+
+
+scenes_app = typer.Typer(help="Scene grammars and the batched renderer (digits with class, mask and box).", no_args_is_help=True)
+app.add_typer(scenes_app, name="scenes")
+
+
+@scenes_app.command("list")
+def scenes_list() -> None:
+    """The shipped scene grammars."""
+    from datarena.scenes.grammar import load_grammar, shipped_grammars
+
+    table = Table(title="shipped scene grammars")
+    for col in ("name", "canvas", "objects", "description"):
+        table.add_column(col, overflow="fold")
+    for name in shipped_grammars():
+        g = load_grammar(name)
+        table.add_row(name, f"{g.canvas}x{g.canvas}", f"{g.objects.min}-{g.objects.max}", g.description.strip())
+    console.print(table)
+
+
+@scenes_app.command("render")
+def scenes_render(
+    grammar: str = typer.Argument(None, help="A shipped grammar name (see `datarena scenes list`) or a YAML file."),
+    generator: Path = typer.Option(None, "--generator", help="A learned Meta-Sim generator.pt: renders its prior rewritten by it."),
+    n: int = typer.Option(1000, "--n", help="Number of scenes."),
+    out: Path = typer.Option(..., "--out", help="Output directory."),
+    seed: int = typer.Option(0, help="Seed; scene i is the same whatever n is."),
+    fmt: str = typer.Option("voc", "--format", help="voc (JPEG + palette PNG masks) or npy (X, y, masks, classes, boxes)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing non-empty output directory."),
+    mnist_dir: Path = MNIST_DIR,
+) -> None:
+    """Render a dataset of scenes with ground truth."""
+    from datarena.scenes.grammar import load_grammar
+    from datarena.scenes.writers import write_scenes
+
+    transform = None
+    if generator is not None:
+        from datarena.metasim.train import load_generator
+
+        transform, g = load_generator(generator)
+    elif grammar is None:
+        raise DatarenaError("name a GRAMMAR (see `datarena scenes list`) or pass --generator generator.pt.")
+    else:
+        g = load_grammar(grammar)
+    path = write_scenes(g, n, seed, out, fmt=fmt, force=force, mnist_dir=str(mnist_dir) if mnist_dir else None, transform=transform)
+    console.print(f"wrote {n} scenes of {g.name} ({fmt}) to {path}; preview: {path / 'preview.png'}")
+
+
+metasim_app = typer.Typer(help="Meta-Sim: learn a scene generator that matches a target distribution.", no_args_is_help=True)
+app.add_typer(metasim_app, name="metasim")
+
+
+@metasim_app.command("train")
+def metasim_train(
+    prior: str = typer.Option("mnist", "--prior", help="Prior grammar (name or YAML)."),
+    target: str = typer.Option("mnist_rot90", "--target", help="Target grammar (its val digits drive training, its test digits score it)."),
+    out: Path = typer.Option(None, "--out", help="Output directory (default: metasim-PRIOR-TARGET)."),
+    epochs: int = typer.Option(40, help="Outer steps."),
+    loss: str = typer.Option("both", help="both, mmd (distribution only) or task (REINFORCE only)."),
+    seed: int = typer.Option(0, help="Seed."),
+    features: Path = typer.Option(None, "--features", help="Feature network checkpoint for the MMD (default: seeded random conv net)."),
+    evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate", help="Train task networks on prior / learned / target data and report target test accuracy."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
+) -> None:
+    """Train a generator from a prior grammar toward a target; writes curves, sample grids and generator.pt."""
+    from datarena.metasim.train import MetaSimConfig, summarise, train_metasim
+
+    out = out or Path(f"metasim-{Path(prior).stem}-{Path(target).stem}")
+    try:
+        cfg = MetaSimConfig(epochs=epochs, loss=loss, seed=seed)
+    except ValueError as exc:
+        raise DatarenaError(f"invalid Meta-Sim settings: {exc}") from None
+    result = train_metasim(prior, target, out, cfg, features=features, force=force, evaluate=evaluate)
+    console.print(summarise(result))
+    console.print(f"wrote {out}/: generator.pt, curves.png, samples_prior.png, samples_learned.png, samples_target.png, report.json")
 
 
 @app.command("demo")

