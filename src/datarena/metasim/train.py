@@ -172,7 +172,7 @@ def train_metasim(prior: SceneGrammar | str, target: SceneGrammar | str, out: st
                 opt.step()
             sched.step()
             means = attribute_means(gen, probe)
-            row = {"epoch": epoch + 1, "mmd": float(mmd), "reward": float(np.mean(rewards)) if rewards else None, **means}
+            row = {"epoch": epoch + 1, "mmd": float(mmd.detach()), "reward": float(np.mean(rewards)) if rewards else None, **means}
             history.append(row)
             advance(1, mmd=row["mmd"], reward=row["reward"] if rewards else "-", rot=means["rotation"])
 

@@ -1,0 +1,120 @@
+"""Attention capture during denoising, and masks from the captured maps (Dataset Diffusion).
+
+`install_capture(unet, store)` replaces every attention processor of a diffusers UNet with one
+that behaves exactly like the default, except at two resolutions, where it computes the softmax
+explicitly and adds it to running sums:
+
+* cross-attention at `store.cross_res` (16x16 for a 512x512 image), conditional branch only;
+* self-attention at `store.self_res` (32x32 for 512x512), conditional branch only.
+
+Sums and counts (not lists of maps) are kept, so memory does not grow with the number of steps
+or layers.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+class AttentionStore:
+    """Running means of cross- (HWc x tokens) and self-attention (HWs x HWs) maps per image."""
+
+    def __init__(self, cross_res: int, self_res: int, cond_from: int):
+        self.cross_res, self.self_res = cross_res, self_res
+        self.cond_from = cond_from  # batch rows >= cond_from are the conditional branch
+        self.cross_sum: torch.Tensor | None = None
+        self.self_sum: torch.Tensor | None = None
+        self.cross_count = 0
+        self.self_count = 0
+
+    def add(self, probs: torch.Tensor, batch: int, heads: int, is_cross: bool) -> None:
+        maps = probs.float().view(batch, heads, *probs.shape[1:]).mean(1)[self.cond_from :]
+        if is_cross:
+            self.cross_sum = maps if self.cross_sum is None else self.cross_sum + maps
+            self.cross_count += 1
+        else:
+            self.self_sum = maps if self.self_sum is None else self.self_sum + maps
+            self.self_count += 1
+
+    def cross(self) -> torch.Tensor:
+        if self.cross_sum is None:
+            raise RuntimeError(f"no cross-attention was captured at {self.cross_res}x{self.cross_res}; "
+                               "the UNet has no cross-attention layer at that resolution.")
+        return self.cross_sum / self.cross_count
+
+    def self_attention(self) -> torch.Tensor:
+        if self.self_sum is None:
+            raise RuntimeError(f"no self-attention was captured at {self.self_res}x{self.self_res}.")
+        return self.self_sum / self.self_count
+
+
+class CaptureProcessor:
+    """A diffusers attention processor: default computation, plus capture at the chosen sizes."""
+
+    def __init__(self, store: AttentionStore, fallback):
+        self.store = store
+        self.fallback = fallback
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
+        is_cross = encoder_hidden_states is not None
+        seq = hidden_states.shape[1] if hidden_states.ndim == 3 else hidden_states.shape[-1] * hidden_states.shape[-2]
+        want = self.store.cross_res**2 if is_cross else self.store.self_res**2
+        if hidden_states.ndim != 3 or seq != want or attn.spatial_norm is not None or attn.group_norm is not None:
+            return self.fallback(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
+        residual = hidden_states
+        batch = hidden_states.shape[0]
+        context = encoder_hidden_states if is_cross else hidden_states
+        if is_cross and attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        query = attn.head_to_batch_dim(attn.to_q(hidden_states))
+        key = attn.head_to_batch_dim(attn.to_k(context))
+        value = attn.head_to_batch_dim(attn.to_v(context))
+        mask = attn.prepare_attention_mask(attention_mask, context.shape[1], batch) if attention_mask is not None else None
+        probs = attn.get_attention_scores(query, key, mask)
+        self.store.add(probs, batch, attn.heads, is_cross)
+        out = attn.batch_to_head_dim(torch.bmm(probs, value))
+        out = attn.to_out[1](attn.to_out[0](out))
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+
+def install_capture(unet, store: AttentionStore) -> dict:
+    """Wrap every attention processor of `unet`; returns the originals for `restore`."""
+    originals = dict(unet.attn_processors)
+    unet.set_attn_processor({name: CaptureProcessor(store, proc) for name, proc in originals.items()})
+    return originals
+
+
+def restore(unet, originals: dict) -> None:
+    unet.set_attn_processor(originals)
+
+
+def attention_masks(cross: torch.Tensor, self_attn: torch.Tensor, spans: list[list[int]], class_ids: list[int],
+                    size: int, power: int = 4, foreground: float = 0.6, uncertain: float = 0.5) -> torch.Tensor:
+    """Masks (N, size, size) uint8 from captured maps.
+
+    cross: (N, HWc, tokens); self_attn: (N, HWs, HWs) row-stochastic; spans[k]: token positions of
+    class k, whose VOC id is class_ids[k]. Each class map (mean over its tokens) is upsampled to the
+    self-attention grid, refined by self_attn ** power, normalised to [0, 1] and upsampled to the
+    image; a pixel takes the class of the highest map where it is >= foreground, 255 where the
+    highest map lies in [uncertain, foreground), background (0) below.
+    """
+    if not 0.0 <= uncertain <= foreground <= 1.0:
+        raise ValueError(f"need 0 <= uncertain ({uncertain}) <= foreground ({foreground}) <= 1")
+    n, hw_c, _ = cross.shape
+    rc, rs = int(round(hw_c**0.5)), int(round(self_attn.shape[-1] ** 0.5))
+    maps = torch.stack([cross[:, :, span].mean(-1) for span in spans], 1)  # (N, C, HWc)
+    maps = F.interpolate(maps.view(n, -1, rc, rc), size=(rs, rs), mode="bilinear", align_corners=False).flatten(2)
+    refine = torch.linalg.matrix_power(self_attn.double(), power).float()  # (N, HWs, HWs)
+    refined = torch.einsum("nij,ncj->nci", refine, maps)
+    lo = refined.amin(-1, keepdim=True)
+    hi = refined.amax(-1, keepdim=True)
+    refined = (refined - lo) / (hi - lo).clamp_min(1e-8)
+    up = F.interpolate(refined.view(n, -1, rs, rs), size=(size, size), mode="bilinear", align_corners=False)
+    best, which = up.max(1)
+    ids = torch.tensor(class_ids, dtype=torch.long)[which]
+    mask = torch.where(best >= foreground, ids, torch.zeros_like(ids))
+    mask = torch.where((best >= uncertain) & (best < foreground), torch.full_like(ids, 255), mask)
+    return mask.to(torch.uint8)

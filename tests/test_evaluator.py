@@ -1,0 +1,115 @@
+"""The scoring protocol: augmentation, deterministic + resumable training, mIoU rising, the CLI report."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from datarena.data.segmentation import IGNORE, SegmentationSet, write_npz
+from datarena.evaluate.train import (
+    PRESETS,
+    augment,
+    budget_from,
+    evaluate_segmentation,
+    make_batch,
+    poly_lr,
+    train_segmentation,
+)
+from datarena.scenes.grammar import load_grammar
+from datarena.scenes.render import render
+
+TINY = dict(batch_size=4, crop_size=48, backbone="resnet18", num_classes=11, checkpoint_every=2)
+
+
+def rendered_set(grammar: str, n: int, seed: int) -> SegmentationSet:
+    g = load_grammar(grammar)
+    with torch.no_grad():
+        r = render(g.sample(n, seed), g)
+    images = (r.images[:, 0].numpy() * 255 + 0.5).astype(np.uint8)
+    return SegmentationSet(images=images, masks=r.masks.numpy(), classes=tuple(["background"] + [str(d) for d in range(10)]))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return rendered_set("digit_scenes", 160, 0), rendered_set("digit_scenes", 40, 99)
+
+
+def test_presets_follow_the_challenge_rules():
+    b = PRESETS["syntagen"]
+    assert (b.iterations, b.batch_size, b.crop_size, b.backbone, b.num_classes) == (10_000, 8, 512, "resnet50", 21)
+    assert (b.momentum, b.weight_decay, b.poly_power, b.aux_weight, b.scale_min, b.scale_max) == (0.9, 1e-4, 0.9, 0.5, 0.5, 2.0)
+    assert PRESETS["syntagen-100k"].iterations == 100_000
+    assert poly_lr(b, 0) == b.lr and poly_lr(b, 5000) == pytest.approx(b.lr * 0.5**0.9)
+    with pytest.raises(Exception, match="unknown backbone"):
+        budget_from("syntagen", backbone="vgg")
+
+
+def test_augment_scales_pads_with_ignore_and_crops():
+    b = budget_from("digit_scenes", crop_size=80, scale_min=0.5, scale_max=0.5)
+    image = np.full((64, 64), 200, np.uint8)
+    mask = np.ones((64, 64), np.uint8)
+    x, m = augment(image, mask, b, np.random.default_rng(0))
+    assert x.shape == (3, 80, 80) and m.shape == (80, 80)
+    assert int((m == 1).sum()) == 32 * 32 and int((m == IGNORE).sum()) == 80 * 80 - 32 * 32
+
+
+def test_batches_depend_only_on_seed_and_iteration(digits):
+    train, _ = digits
+    b = budget_from("digit_scenes", **TINY)
+    x1, m1 = make_batch(train, b, 7)
+    x2, m2 = make_batch(train, b, 7)
+    assert torch.equal(x1, x2) and torch.equal(m1, m2)
+    assert not torch.equal(make_batch(train, b, 8)[0], x1)
+
+
+def test_training_is_deterministic_and_resumable(digits, tmp_path):
+    train, _ = digits
+    b = budget_from("digit_scenes", iterations=4, **TINY)
+    straight = train_segmentation(train, b, show_progress=False)
+    again = train_segmentation(train, b, show_progress=False)
+    assert straight.checksum == again.checksum
+    ckpt = tmp_path / "ckpt.pt"
+    first = train_segmentation(train, b, checkpoint=ckpt, stop_after=2, show_progress=False)
+    assert first.iterations == 2 and first.checksum != straight.checksum
+    resumed = train_segmentation(train, b, checkpoint=ckpt, resume=True, show_progress=False)
+    assert resumed.iterations == 4 and resumed.checksum == straight.checksum
+    with pytest.raises(Exception, match="different budget"):
+        train_segmentation(train, b.model_copy(update={"lr": 0.5}), checkpoint=ckpt, resume=True, show_progress=False)
+
+
+def test_short_training_rises_well_above_chance(digits, tmp_path):
+    train, test = digits
+    b = budget_from("digit_scenes", iterations=120, batch_size=8, crop_size=64, checkpoint_every=1000)
+    untrained = evaluate_segmentation(train_segmentation(train, b.model_copy(update={"iterations": 1, "lr": 1e-9}),
+                                                         show_progress=False).model, test, 11)
+    trained = train_segmentation(train, b, show_progress=False)
+    scores = evaluate_segmentation(trained.model, test, 11, overlay_path=tmp_path / "overlays.png")
+    assert scores["miou"] > 0.3 and scores["miou"] > 3 * untrained["miou"], (scores["miou"], untrained["miou"])
+    assert scores["per_class"]["background"] > 0.9
+    assert (tmp_path / "overlays.png").stat().st_size > 10_000
+
+
+def test_evaluate_train_cli_writes_a_report(digits, tmp_path):
+    train, test = digits
+    write_npz(tmp_path / "train.npz", train)
+    write_npz(tmp_path / "test.npz", test)
+    out = tmp_path / "score"
+    env = {**os.environ, "COLUMNS": "200"}
+    cmd = [sys.executable, "-m", "datarena.cli", "evaluate", "train", str(tmp_path / "train.npz"), "--test", str(tmp_path / "test.npz"),
+           "--budget", "digit_scenes", "--iterations", "3", "--batch-size", "2", "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["iterations"] == 3 and len(report["per_class_iou"]) == 11 and 0 <= report["miou"] <= 1
+    assert "mIoU" in done.stdout and report["model_sha256"] in done.stdout
+    checksum = subprocess.run([sys.executable, "-m", "datarena.cli", "evaluate", "checksum", str(out / "model.pt")],
+                              capture_output=True, text=True, env=env)
+    assert checksum.stdout.strip() == report["model_sha256"]
+    bad = subprocess.run([*cmd[:-1], str(tmp_path / "x"), "--resume"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "cannot resume" in bad.stderr
