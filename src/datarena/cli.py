@@ -348,7 +348,7 @@ def metasim_train(
     prior: str = typer.Option("mnist", "--prior", help="Prior grammar (name or YAML)."),
     target: str = typer.Option("mnist_rot90", "--target", help="Target grammar (its val digits drive training, its test digits score it)."),
     out: Path = typer.Option(None, "--out", help="Output directory (default: metasim-PRIOR-TARGET)."),
-    epochs: int = typer.Option(40, help="Outer steps."),
+    epochs: int = typer.Option(80, help="Outer steps."),
     loss: str = typer.Option("both", help="both, mmd (distribution only) or task (REINFORCE only)."),
     seed: int = typer.Option(0, help="Seed."),
     features: Path = typer.Option(None, "--features", help="Feature network checkpoint for the MMD (default: seeded random conv net)."),

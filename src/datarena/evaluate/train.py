@@ -144,7 +144,9 @@ def train_segmentation(dataset, budget: Budget, checkpoint: str | Path | None = 
     """
     if len(dataset) == 0:
         raise ConfigError("the dataset holds no image+mask pairs.")
-    model = deeplabv3(budget.num_classes, budget.backbone, aux_loss=True, backbone_weights=backbone_weights).to(device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(budget.seed)  # the initial weights depend on the seed only
+        model = deeplabv3(budget.num_classes, budget.backbone, aux_loss=True, backbone_weights=backbone_weights).to(device)
     decay, no_decay = [], []
     for p in model.parameters():
         (no_decay if p.ndim == 1 else decay).append(p)
@@ -170,7 +172,7 @@ def train_segmentation(dataset, budget: Budget, checkpoint: str | Path | None = 
         for it in range(start, end):
             images, masks = make_batch(dataset, budget, it)
             images, masks = images.to(device), masks.to(device)
-            torch.manual_seed(budget.seed * 1_000_003 + it)  # dropout of iteration i
+            torch.manual_seed(budget.seed * 1_000_003 + it)  # dropout of iteration i (global RNG, as nn.Dropout uses it)
             for group in opt.param_groups:
                 group["lr"] = poly_lr(budget, it)
             out = model(images)
@@ -179,7 +181,7 @@ def train_segmentation(dataset, budget: Budget, checkpoint: str | Path | None = 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            loss_value = float(loss)
+            loss_value = float(loss.detach())
             if ckpt is not None and ((it + 1) % budget.checkpoint_every == 0 or it + 1 == end):
                 _save_checkpoint(ckpt, model, opt, it + 1, budget)
             elapsed = time.perf_counter() - t0

@@ -46,9 +46,9 @@ from datarena.scenes.render import Rendered, render
 
 
 class MetaSimConfig(BaseModel):
-    epochs: int = Field(40, ge=1)
+    epochs: int = Field(80, ge=1)
     loss: Literal["both", "mmd", "task"] = "both"
-    lr: float = Field(0.005, gt=0)
+    lr: float = Field(0.01, gt=0)
     mmd_batch: int = Field(256, ge=8)
     mmd_weight: float = 1.0
     mmd_warmup: float = Field(0.25, ge=0, le=1, description="fraction of epochs over which the MMD weight ramps up from 0")
