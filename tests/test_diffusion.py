@@ -18,7 +18,13 @@ from datarena.data.segmentation import DatasetRules, validate_dataset  # noqa: E
 from datarena.diffusion.attention import AttentionStore, attention_masks, install_capture, restore  # noqa: E402
 from datarena.diffusion.generate import MARKER, DiffuseConfig, generate_dataset  # noqa: E402
 from datarena.diffusion.pipeline import build_random_pipeline, load_pipeline  # noqa: E402
-from datarena.diffusion.prompts import Prompt, class_token_spans, classes_in, prompt_for, read_captions  # noqa: E402
+from datarena.diffusion.prompts import (  # noqa: E402
+    Prompt,
+    class_token_spans,
+    classes_in,
+    prompt_for,
+    read_captions,
+)
 from datarena.errors import ConfigError, OutputExistsError, SourceNotFoundError  # noqa: E402
 
 FAST = dict(steps=3, size=64, seed=5)

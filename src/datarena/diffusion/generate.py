@@ -19,7 +19,13 @@ from pydantic import BaseModel, Field, model_validator
 
 import datarena
 from datarena.data.checksums import sha256_file, write_json
-from datarena.data.segmentation import VOC_CLASSES, DatasetRules, make_voc_dirs, validate_dataset, write_pair
+from datarena.data.segmentation import (
+    VOC_CLASSES,
+    DatasetRules,
+    make_voc_dirs,
+    validate_dataset,
+    write_pair,
+)
 from datarena.errors import ConfigError, OutputExistsError
 from datarena.progress import progress_bar
 
@@ -93,7 +99,12 @@ def generate_dataset(model_dir: str | Path, out: str | Path, cfg: DiffuseConfig,
     """Generate (or resume) this shard's pairs; returns a summary. `stop_after` simulates an interruption."""
     import torch
 
-    from datarena.diffusion.attention import AttentionStore, attention_masks, install_capture, restore
+    from datarena.diffusion.attention import (
+        AttentionStore,
+        attention_masks,
+        install_capture,
+        restore,
+    )
     from datarena.diffusion.pipeline import check_model_dir, load_pipeline, model_dir_sha256
     from datarena.diffusion.prompts import class_token_spans, image_seed, prompt_for, read_captions
 
@@ -104,7 +115,7 @@ def generate_dataset(model_dir: str | Path, out: str | Path, cfg: DiffuseConfig,
     identity = _run_identity(cfg, model_hash)
     done = _prepare_out(out, identity, force)
     pipe = load_pipeline(model_dir, device)
-    unet, vae, tokenizer, text_encoder = pipe.unet, pipe.vae, pipe.tokenizer, pipe.text_encoder
+    unet, tokenizer, text_encoder = pipe.unet, pipe.tokenizer, pipe.text_encoder
     dtype = unet.dtype
     latent = cfg.size // pipe.vae_scale_factor
     cfg_guidance = cfg.guidance > 1.0

@@ -8,7 +8,7 @@ import json
 import os
 from pathlib import Path
 
-from datarena.errors import ConfigError, SourceNotFoundError
+from datarena.errors import SourceNotFoundError
 
 PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
@@ -112,7 +112,12 @@ def build_random_pipeline(out: str | Path, image_size: int = 64, width: int = 32
     words of datarena's prompt templates as single tokens.
     """
     import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     from datarena.diffusion.prompts import CLASS_WORDS, PAIR, PLACES, SINGLE
