@@ -107,8 +107,10 @@ def attention_masks(cross: torch.Tensor, self_attn: torch.Tensor, spans: list[li
     rc, rs = int(round(hw_c**0.5)), int(round(self_attn.shape[-1] ** 0.5))
     maps = torch.stack([cross[:, :, span].mean(-1) for span in spans], 1)  # (N, C, HWc)
     maps = F.interpolate(maps.view(n, -1, rc, rc), size=(rs, rs), mode="bilinear", align_corners=False).flatten(2)
-    refine = torch.linalg.matrix_power(self_attn.double(), power).float()  # (N, HWs, HWs)
-    refined = torch.einsum("nij,ncj->nci", refine, maps)
+    refined = maps.transpose(1, 2)  # (N, HWs, C)
+    for _ in range(power):  # self_attn ** power applied to the maps, as matrix-vector products
+        refined = torch.bmm(self_attn.float(), refined)
+    refined = refined.transpose(1, 2)
     lo = refined.amin(-1, keepdim=True)
     hi = refined.amax(-1, keepdim=True)
     refined = (refined - lo) / (hi - lo).clamp_min(1e-8)

@@ -129,7 +129,8 @@ def evaluate_generators(prior: SceneGrammar, target: SceneGrammar, generator: Sc
 
 def train_metasim(prior: SceneGrammar | str, target: SceneGrammar | str, out: str | Path,
                   cfg: MetaSimConfig | None = None, features: str | Path | None = None,
-                  force: bool = False, evaluate: bool = True, show_progress: bool = True) -> MetaSimResult:
+                  force: bool = False, evaluate: bool = True, show_progress: bool = True,
+                  reward_fn=None) -> MetaSimResult:
     cfg = cfg or MetaSimConfig()
     prior = load_grammar(prior) if isinstance(prior, str) else prior
     target = load_grammar(target) if isinstance(target, str) else target
@@ -152,6 +153,8 @@ def train_metasim(prior: SceneGrammar | str, target: SceneGrammar | str, out: st
     history: list[dict] = []
     probe = prior.sample(1024, cfg.seed + 17)
     use_mmd, use_task = cfg.loss in ("both", "mmd"), cfg.loss in ("both", "task")
+    reward_name = "custom reward_fn" if reward_fn else "task network accuracy on target val digits"
+    reward_fn = reward_fn or task_reward(target_val, cfg)
 
     with progress_bar(f"meta-sim {prior.name} -> {target.name}", total=cfg.epochs, unit="epochs", enabled=show_progress) as advance:
         for epoch in range(cfg.epochs):
@@ -163,7 +166,7 @@ def train_metasim(prior: SceneGrammar | str, target: SceneGrammar | str, out: st
             loss = cfg.mmd_weight * ramp * mmd if use_mmd else mmd.detach() * 0.0
             rewards = []
             if use_task:
-                surrogate, rewards = _task_surrogate(gen, prior, target_val, cfg, epoch, explore, baseline)
+                surrogate, rewards = task_surrogate(gen, prior, cfg, epoch, explore, baseline, reward_fn)
                 loss = loss + cfg.task_weight * surrogate
                 mean_r = float(np.mean(rewards))
                 baseline = mean_r if baseline is None else cfg.baseline_momentum * baseline + (1 - cfg.baseline_momentum) * mean_r
@@ -178,6 +181,7 @@ def train_metasim(prior: SceneGrammar | str, target: SceneGrammar | str, out: st
 
     report = {
         "prior": prior.name, "target": target.name, "config": cfg.model_dump(), "pretrain_identity_mse": pretrain_loss,
+        "reward": reward_name,
         "features": str(features) if features else f"seeded random FeatureNet (seed {cfg.seed})",
         "final": history[-1], "train_seconds": time.perf_counter() - t_start, "datarena_version": datarena.__version__,
     }
@@ -194,8 +198,21 @@ def train_metasim(prior: SceneGrammar | str, target: SceneGrammar | str, out: st
     return MetaSimResult(Path(out), history, report, gen)
 
 
-def _task_surrogate(gen, prior, target_val, cfg, epoch, explore, baseline):
-    """REINFORCE surrogate over antithetic candidate pairs; returns (surrogate, rewards)."""
+def task_reward(target_val: Rendered, cfg: MetaSimConfig):
+    """The Meta-Sim reward: accuracy on target validation images of a task network trained from scratch."""
+
+    def reward(scenes: SceneBatch, data: Rendered, seed: int) -> float:
+        net = train_task_net(data.images, data.labels, cfg.task_steps, seed=seed)
+        return accuracy(net, target_val.images, target_val.labels)
+
+    return reward
+
+
+def task_surrogate(gen, prior, cfg, epoch, explore, baseline, reward_fn):
+    """REINFORCE surrogate over antithetic candidate pairs; returns (surrogate, rewards).
+
+    reward_fn(scenes, rendered, seed) -> float scores one candidate dataset.
+    """
     rewards, log_probs = [], []
     for pair in range(cfg.pairs):
         scenes = prior.sample(cfg.task_images, cfg.seed + 202, start=(epoch * cfg.pairs + pair) * cfg.task_images)
@@ -206,8 +223,7 @@ def _task_surrogate(gen, prior, target_val, cfg, epoch, explore, baseline):
             sample = mean.detach() + sign * delta  # a draw from the generator's output distribution
             with torch.no_grad():
                 data = render(gen.apply(scenes, sample), prior)
-            net = train_task_net(data.images, data.labels, cfg.task_steps, seed=cfg.seed * 7919 + epoch * 31 + pair)
-            reward = accuracy(net, target_val.images, target_val.labels)
+            reward = reward_fn(gen.apply(scenes, sample), data, cfg.seed * 7919 + epoch * 31 + pair)
             rewards.append(reward)
             # log-density of the shared offset given the current mean (x - mu averaged over objects)
             offset = (sample - mean)[present].mean(0)
