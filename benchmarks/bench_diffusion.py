@@ -1,8 +1,9 @@
 """Cost of attention capture: seconds per image and peak memory with and without it, same run.
 
 Without --model it builds a random-weight pipeline with Stable Diffusion's layout at 512x512
-(VAE /8, cross-attention captured at 16x16 and self-attention at 32x32, as in SD) but narrow
-layers, so it runs on a CPU; with --model DIR it measures a real local SD directory.
+(VAE /8, cross-attention captured at 16x16 and self-attention at 32x32, 8 heads, as in SD) but
+narrower layers (SD: 320/640/1280), so it runs on a CPU; the narrower the layers, the larger
+the capture's share, so this overstates the overhead for real SD; with --model DIR it measures a real local SD directory.
 Goal (issue 7): capture costs under 20 % extra time.
 Run: .venv/bin/python benchmarks/bench_diffusion.py [--model DIR --device cuda --steps 50]
 """
@@ -47,6 +48,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--width", type=int, default=128, help="channels of the random pipeline's first UNet level")
     parser.add_argument("--capture", choices=["on", "off"], default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.capture:
@@ -57,8 +59,9 @@ def main() -> None:
         from datarena.diffusion.pipeline import build_random_pipeline
 
         tmp = tempfile.TemporaryDirectory()
-        args.model = str(build_random_pipeline(Path(tmp.name) / "sd-layout", image_size=args.size, width=32))
-        print(f"random-weight SD-layout pipeline at {args.size}x{args.size} (narrow layers), {args.steps} steps, device {args.device}")
+        args.model = str(build_random_pipeline(Path(tmp.name) / "sd-layout", image_size=args.size, width=args.width))
+        print(f"random-weight SD-layout pipeline at {args.size}x{args.size} (UNet widths {args.width}/{2 * args.width}/{2 * args.width}, "
+              f"8 heads), {args.steps} steps, device {args.device}")
     else:
         print(f"model {args.model}, {args.size}x{args.size}, {args.steps} steps, device {args.device}")
     results = {}

@@ -190,8 +190,9 @@ def test_short_metasim_run_moves_rotation_toward_the_target(tmp_path):
 
     target = parse_grammar({"name": "rot30", "canvas": 32, "object": {"split": "heldout", "x": 16, "y": 16, "rotation": 30}})
     result = train_metasim("mnist", target, tmp_path / "run", MetaSimConfig(loss="mmd", **SMALL), evaluate=False, show_progress=False)
-    first, last = result.history[0]["rotation"], result.history[-1]["rotation"]
-    assert abs(last - 30) < abs(first - 30) - 10, (first, last)
+    last = result.history[-1]["rotation"]
+    assert abs(result.report["pretrain_identity_mse"]) < 1e-2  # starts at the prior (mean rotation 0)
+    assert abs(last - 30) < 8, [h["rotation"] for h in result.history]
     assert result.history[-1]["mmd"] < result.history[0]["mmd"]
     for name in ("generator.pt", "curves.png", "samples_prior.png", "samples_learned.png", "samples_target.png", "report.json"):
         assert (tmp_path / "run" / name).is_file(), name

@@ -29,7 +29,7 @@ class AttentionStore:
         self.self_count = 0
 
     def add(self, probs: torch.Tensor, batch: int, heads: int, is_cross: bool) -> None:
-        maps = probs.float().view(batch, heads, *probs.shape[1:]).mean(1)[self.cond_from :]
+        maps = probs.view(batch, heads, *probs.shape[1:])[self.cond_from :].float().mean(1)
         if is_cross:
             self.cross_sum = maps if self.cross_sum is None else self.cross_sum + maps
             self.cross_count += 1
