@@ -13,6 +13,7 @@ shard) is identical to the same slice of one big draw.
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass, fields, replace
 from importlib import resources
 from pathlib import Path
@@ -251,8 +252,6 @@ def _bank(split: str, mnist_dir: str | None) -> TextureBank:
 
 
 def texture_bank(split: str, mnist_dir: str | None = None) -> TextureBank:
-    import os
-
     mnist_dir = mnist_dir or os.environ.get("DATARENA_MNIST_DIR") or None
     return _bank(split, mnist_dir)
 

@@ -4,8 +4,8 @@ Each object is a real MNIST digit warped by an affine map built from its continu
 attributes (centre x/y, rotation, scale) and sampled bilinearly; objects are composited front
 to back in order ("over"), so the image is differentiable with respect to every continuous
 attribute and to the intensities. The sampler is plain tensor code compiled once by
-`torch.compile` into a fused kernel (about 10x the eager speed on a CPU); set
-`DATARENA_COMPILE=0` to run it eagerly.
+`torch.compile` into a fused kernel (on 2 CPU cores 3.5x `grid_sample` and 12x the same code
+run eagerly; see docs/benchmarks.md); set `DATARENA_COMPILE=0` to run it eagerly.
 
 Masks hold 0 for background and `digit + 1` for a digit (11 classes); pixels whose digit
 coverage falls inside the grammar's `ignore_band` are 255. Boxes are (x0, y0, x1, y1) in pixels
