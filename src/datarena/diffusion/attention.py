@@ -1,8 +1,8 @@
 """Attention capture during denoising, and masks from the captured maps (Dataset Diffusion).
 
-`install_capture(unet, store)` replaces every attention processor of a diffusers UNet with one
-that behaves exactly like the default, except at two resolutions, where it computes the softmax
-explicitly and adds it to running sums:
+`install_capture(unet, store)` wraps every attention processor of a diffusers UNet: the output is
+always the default processor's, and at two resolutions the wrapper also computes the softmax of
+the conditional rows and adds it to running sums:
 
 * cross-attention at `store.cross_res` (16x16 for a 512x512 image), conditional branch only;
 * self-attention at `store.self_res` (32x32 for 512x512), conditional branch only.
@@ -29,7 +29,8 @@ class AttentionStore:
         self.self_count = 0
 
     def add(self, probs: torch.Tensor, batch: int, heads: int, is_cross: bool) -> None:
-        maps = probs.view(batch, heads, *probs.shape[1:])[self.cond_from :].float().mean(1)
+        """probs: (batch * heads, queries, keys) of the conditional rows."""
+        maps = probs.view(batch, heads, *probs.shape[1:]).float().mean(1)
         if is_cross:
             self.cross_sum = maps if self.cross_sum is None else self.cross_sum + maps
             self.cross_count += 1
@@ -50,7 +51,7 @@ class AttentionStore:
 
 
 class CaptureProcessor:
-    """A diffusers attention processor: default computation, plus capture at the chosen sizes."""
+    """A diffusers attention processor: the default computation, plus capture at the chosen sizes."""
 
     def __init__(self, store: AttentionStore, fallback):
         self.store = store
@@ -62,22 +63,20 @@ class CaptureProcessor:
         want = self.store.cross_res**2 if is_cross else self.store.self_res**2
         if hidden_states.ndim != 3 or seq != want or attn.spatial_norm is not None or attn.group_norm is not None:
             return self.fallback(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
-        residual = hidden_states
-        batch = hidden_states.shape[0]
-        context = encoder_hidden_states if is_cross else hidden_states
+        # the layer's output comes from the default (fused) processor, so capture never changes the image;
+        # the probabilities are computed again for the conditional rows only
+        out = self.fallback(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
+        rows = slice(self.store.cond_from, None)
+        context = encoder_hidden_states[rows] if is_cross else hidden_states[rows]
         if is_cross and attn.norm_cross:
             context = attn.norm_encoder_hidden_states(context)
-        query = attn.head_to_batch_dim(attn.to_q(hidden_states))
+        query = attn.head_to_batch_dim(attn.to_q(hidden_states[rows]))
         key = attn.head_to_batch_dim(attn.to_k(context))
-        value = attn.head_to_batch_dim(attn.to_v(context))
-        mask = attn.prepare_attention_mask(attention_mask, context.shape[1], batch) if attention_mask is not None else None
-        probs = attn.get_attention_scores(query, key, mask)
-        self.store.add(probs, batch, attn.heads, is_cross)
-        out = attn.batch_to_head_dim(torch.bmm(probs, value))
-        out = attn.to_out[1](attn.to_out[0](out))
-        if attn.residual_connection:
-            out = out + residual
-        return out / attn.rescale_output_factor
+        mask = None
+        if attention_mask is not None:
+            mask = attn.prepare_attention_mask(attention_mask[rows], context.shape[1], query.shape[0] // attn.heads)
+        self.store.add(attn.get_attention_scores(query, key, mask), query.shape[0] // attn.heads, attn.heads, is_cross)
+        return out
 
 
 def install_capture(unet, store: AttentionStore) -> dict:
