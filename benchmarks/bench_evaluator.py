@@ -18,7 +18,7 @@ from datarena.evaluate.deeplab import deeplabv3
 from datarena.evaluate.train import budget_from, evaluate_segmentation, train_segmentation
 from datarena.metasim.train import with_split
 from datarena.scenes.grammar import load_grammar
-from datarena.scenes.render import render_grammar
+from datarena.scenes.render import render_all
 
 
 def throughput(backbone: str, size: int, batch: int, classes: int, steps: int, device: str) -> float:
@@ -48,11 +48,8 @@ def throughput(backbone: str, size: int, batch: int, classes: int, steps: int, d
 
 
 def rendered(grammar, n: int, seed: int) -> SegmentationSet:
-    images, masks = [], []
-    for _, r in render_grammar(grammar, n, seed):
-        images.append((r.images[:, 0].numpy() * 255 + 0.5).astype(np.uint8))
-        masks.append(r.masks.numpy())
-    return SegmentationSet(np.concatenate(images), np.concatenate(masks), DIGIT_CLASSES)
+    r = render_all(grammar, n, seed)
+    return SegmentationSet((r.images[:, 0].numpy() * 255 + 0.5).astype(np.uint8), r.masks.numpy(), DIGIT_CLASSES)
 
 
 def main() -> None:

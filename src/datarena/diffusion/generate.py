@@ -18,10 +18,11 @@ import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
 import datarena
-from datarena.data.checksums import sha256_file, write_json
+from datarena.data.checksums import write_json
 from datarena.data.segmentation import (
     VOC_CLASSES,
     DatasetRules,
+    finish_voc,
     make_voc_dirs,
     validate_dataset,
     write_pair,
@@ -188,21 +189,16 @@ def _finish(out: Path, cfg: DiffuseConfig, model_hash: str, pipe, captions) -> N
     names = [f"{i:06d}" for i in cfg.indices()]
     report = validate_dataset(out, DatasetRules(size=(cfg.size, cfg.size), num_classes=21, max_pairs=10_000))
     report.raise_for_problems()
-    (out / "ImageSets" / "Segmentation" / "train.txt").write_text("".join(f"{n}\n" for n in names))
     images = {}
     for i, name in zip(cfg.indices(), names, strict=True):
         p = prompt_for(i, cfg.seed, captions, cfg.classes or None)
         images[name] = {"seed": image_seed(i, cfg.seed), "prompt": p.text, "classes": [VOC_CLASSES[c] for c in p.classes]}
-    files = {}
-    for name in names:
-        for rel in (f"JPEGImages/{name}.jpg", f"SegmentationClass/{name}.png"):
-            files[rel] = sha256_file(out / rel)
-    write_json(out / "meta.json", {
-        "generator": "datarena.diffusion (Dataset Diffusion masks)", "format": "voc", "classes": list(VOC_CLASSES),
+    finish_voc(out, names, VOC_CLASSES, {
+        "generator": "datarena.diffusion (Dataset Diffusion masks)",
         "model_sha256": model_hash, "scheduler": type(pipe.scheduler).__name__,
         "scheduler_config": dict(pipe.scheduler.config), "steps": cfg.steps, "guidance": cfg.guidance,
         "size": cfg.size, "power": cfg.power, "thresholds": {"foreground": cfg.foreground, "uncertain": cfg.uncertain},
         "master_seed": cfg.seed, "n_total": cfg.n, "shard": f"{cfg.shard_index}/{cfg.shard_count}",
-        "n_pairs": len(names), "images": images, "files": files, "datarena_version": datarena.__version__,
+        "images": images, "datarena_version": datarena.__version__,
     })
     (out / MARKER).unlink(missing_ok=True)

@@ -42,7 +42,7 @@ from datarena.metasim.generator import (
 from datarena.metasim.task import accuracy, train_task_net
 from datarena.progress import progress_bar
 from datarena.scenes.grammar import SceneBatch, SceneGrammar, load_grammar
-from datarena.scenes.render import Rendered, render
+from datarena.scenes.render import Rendered, render, render_all
 
 
 class MetaSimConfig(BaseModel):
@@ -84,20 +84,6 @@ class MetaSimResult:
     generator: SceneGenerator = field(repr=False)
 
 
-def _render_batches(grammar: SceneGrammar, n: int, seed: int, transform=None, batch_size: int = 2048) -> Rendered:
-    images, classes = [], []
-    with torch.no_grad():
-        for start in range(0, n, batch_size):
-            batch = grammar.sample(min(batch_size, n - start), seed, start=start)
-            if transform is not None:
-                batch = transform(batch)
-            r = render(batch, grammar)
-            images.append(r.images)
-            classes.append(r.classes)
-    classes = torch.cat(classes)
-    return Rendered(images=torch.cat(images), masks=torch.zeros(0, dtype=torch.uint8), classes=classes, boxes=torch.zeros(0))
-
-
 def attribute_means(gen: SceneGenerator, batch: SceneBatch) -> dict:
     with torch.no_grad():
         attrs = denormalise(gen.mean_normalised(batch), gen.canvas)[batch.present]
@@ -112,14 +98,14 @@ def attribute_means(gen: SceneGenerator, batch: SceneBatch) -> dict:
 def evaluate_generators(prior: SceneGrammar, target: SceneGrammar, generator: SceneGenerator | None,
                         cfg: MetaSimConfig) -> dict:
     """Target test accuracy of task networks trained on prior / learned / target (oracle) data."""
-    test = _render_batches(with_split(target, "test"), cfg.test_images, cfg.seed + 7_000_003)
+    test = render_all(with_split(target, "test"), cfg.test_images, cfg.seed + 7_000_003)
     sources = {"prior": (prior, None), "target_oracle": (with_split(target, "train"), None)}
     if generator is not None:
         sources["learned"] = (prior, generator)
     out = {}
     for name, (grammar, gen) in sources.items():
         t0 = time.perf_counter()
-        data = _render_batches(grammar, cfg.eval_images, cfg.seed + 5_000_011, transform=gen)
+        data = render_all(grammar, cfg.eval_images, cfg.seed + 5_000_011, transform=gen)
         net = train_task_net(data.images, data.labels, cfg.eval_steps, seed=cfg.seed + 31)
         out[name] = {"target_test_accuracy": accuracy(net, test.images, test.labels), "seconds": time.perf_counter() - t0}
     if "learned" in out:
@@ -138,10 +124,10 @@ def train_metasim(prior: SceneGrammar | str, target: SceneGrammar | str, out: st
     t_start = time.perf_counter()
     torch.manual_seed(cfg.seed)  # generator initialisation only; every draw below has its own seed
     feat = load_feature_net(features, seed=cfg.seed)
-    target_val = _render_batches(with_split(target, "val"), cfg.target_images, cfg.seed + 1_000_003)
+    target_val = render_all(with_split(target, "val"), cfg.target_images, cfg.seed + 1_000_003)
     with torch.no_grad():
         target_feats = feat(target_val.images)
-        prior_imgs = _render_batches(prior, cfg.mmd_batch, cfg.seed + 3).images
+        prior_imgs = render_all(prior, cfg.mmd_batch, cfg.seed + 3).images
         bandwidths = median_bandwidths(feat(prior_imgs), target_feats)
 
     gen = SceneGenerator(prior.canvas, class_conditional=cfg.class_conditional)

@@ -202,3 +202,10 @@ def render_grammar(grammar: SceneGrammar, n: int, seed: int, start: int = 0, bat
             m = min(batch_size, start + n - first)
             batch = grammar.sample(m, seed, start=first, mnist_dir=mnist_dir)
             yield first, render(transform(batch) if transform else batch, grammar, bank)
+
+
+def render_all(grammar: SceneGrammar, n: int, seed: int, transform=None, batch_size: int = 2048,
+               mnist_dir: str | None = None) -> Rendered:
+    """Scenes 0 .. n-1 of a grammar rendered (without gradients) into one `Rendered`."""
+    parts = [r for _, r in render_grammar(grammar, n, seed, batch_size=batch_size, mnist_dir=mnist_dir, transform=transform)]
+    return Rendered(*(torch.cat([getattr(r, f) for r in parts]) for f in ("images", "masks", "classes", "boxes")))
