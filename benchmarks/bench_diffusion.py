@@ -49,6 +49,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--width", type=int, default=128, help="channels of the random pipeline's first UNet level")
+    parser.add_argument("--layout", choices=["small", "sd15"], default="small",
+                        help="random pipeline: narrow SD structure (CPU) or Stable Diffusion v1.5's exact sizes (GPU)")
     parser.add_argument("--capture", choices=["on", "off"], default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.capture:
@@ -59,8 +61,10 @@ def main() -> None:
         from datarena.diffusion.pipeline import build_random_pipeline
 
         tmp = tempfile.TemporaryDirectory()
-        args.model = str(build_random_pipeline(Path(tmp.name) / "sd-layout", image_size=args.size, width=args.width))
-        print(f"random-weight SD-layout pipeline at {args.size}x{args.size} (UNet widths {args.width}/{2 * args.width}/{2 * args.width}, "
+        args.model = str(build_random_pipeline(Path(tmp.name) / "sd-layout", image_size=args.size, width=args.width,
+                                               layout=args.layout))
+        widths = "320/640/1280/1280 (SD v1.5)" if args.layout == "sd15" else f"{args.width}/{2 * args.width}/{2 * args.width}"
+        print(f"random-weight SD-layout pipeline at {args.size}x{args.size} (UNet widths {widths}, "
               f"8 heads), {args.steps} steps, device {args.device}")
     else:
         print(f"model {args.model}, {args.size}x{args.size}, {args.steps} steps, device {args.device}")
@@ -68,7 +72,10 @@ def main() -> None:
     for mode in ("off", "on", "off", "on"):  # interleaved, best of two each
         cmd = [sys.executable, __file__, "--model", args.model, "--device", args.device, "--n", str(args.n),
                "--steps", str(args.steps), "--size", str(args.size), "--capture", mode]
-        out = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.exit(f"capture={mode} run failed:\n{proc.stderr[-4000:]}")
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
         best = results.get(mode)
         if best is None or out["per_image_s"] < best["per_image_s"]:
             results[mode] = out

@@ -115,7 +115,7 @@ def attention_masks(cross: torch.Tensor, self_attn: torch.Tensor, spans: list[li
     refined = (refined - lo) / (hi - lo).clamp_min(1e-8)
     up = F.interpolate(refined.view(n, -1, rs, rs), size=(size, size), mode="bilinear", align_corners=False)
     best, which = up.max(1)
-    ids = torch.tensor(class_ids, dtype=torch.long)[which]
+    ids = torch.tensor(class_ids, dtype=torch.long, device=which.device)[which]
     mask = torch.where(best >= foreground, ids, torch.zeros_like(ids))
     mask = torch.where((best >= uncertain) & (best < foreground), torch.full_like(ids, 255), mask)
     return mask.to(torch.uint8)

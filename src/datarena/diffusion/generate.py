@@ -143,7 +143,7 @@ def generate_dataset(model_dir: str | Path, out: str | Path, cfg: DiffuseConfig,
                     restore(unet, originals)
             if capture:
                 mask = attention_masks(store.cross(), store.self_attention(), spans, list(prompt.classes), cfg.size,
-                                       cfg.power, cfg.foreground, cfg.uncertain)[0].numpy()
+                                       cfg.power, cfg.foreground, cfg.uncertain)[0].cpu().numpy()
             else:
                 mask = np.zeros((cfg.size, cfg.size), np.uint8)
             write_pair(out, f"{i:06d}", image, mask)

@@ -104,13 +104,19 @@ def _tiny_tokenizer_files(folder: Path, words: list[str]) -> None:
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(dict.fromkeys(merges)) + "\n")
 
 
-def build_random_pipeline(out: str | Path, image_size: int = 64, width: int = 32, seed: int = 0) -> Path:
-    """Save a Stable Diffusion pipeline with random weights: SD's architecture at a small size.
+def build_random_pipeline(out: str | Path, image_size: int = 64, width: int = 32, seed: int = 0,
+                          layout: str = "small") -> Path:
+    """Save a Stable Diffusion pipeline with random weights.
 
-    The VAE downsamples 8x, the UNet has three levels, so cross-attention exists at latent/4 and
-    self-attention at latent/2, as in SD at 512x512 (16x16 and 32x32). The tokenizer knows the
-    words of datarena's prompt templates as single tokens.
+    layout "small": SD's structure at a small size. The VAE downsamples 8x, the UNet has three
+    levels, so cross-attention exists at latent/4 and self-attention at latent/2, as in SD at
+    512x512 (16x16 and 32x32). layout "sd15": Stable Diffusion v1.5's exact sizes (UNet
+    320/640/1280/1280, 8 heads, cross-attention 768; CLIP ViT-L/14 text encoder; VAE
+    128/256/512/512), so speed and memory on a GPU are those of the real model; `width` is ignored.
+    The tokenizer knows the words of datarena's prompt templates as single tokens.
     """
+    if layout not in ("small", "sd15"):
+        raise ValueError(f"unknown layout {layout!r}; choose small or sd15.")
     import torch
     from diffusers import (
         AutoencoderKL,
@@ -130,21 +136,32 @@ def build_random_pipeline(out: str | Path, image_size: int = 64, width: int = 32
     tok_dir = out / "_tokenizer_src"
     _tiny_tokenizer_files(tok_dir, words)
     tokenizer = CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"), model_max_length=77)
+    sd15 = layout == "sd15"
+    text_width = 768 if sd15 else width
     text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=width, intermediate_size=2 * width, num_attention_heads=4,
-        num_hidden_layers=2, max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1,
+        vocab_size=len(tokenizer), hidden_size=text_width, intermediate_size=4 * text_width if sd15 else 2 * width,
+        num_attention_heads=12 if sd15 else 4, num_hidden_layers=12 if sd15 else 2, hidden_act="quick_gelu",
+        max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1,
     ))
     vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8,
-        block_out_channels=(8, 8, 16, 16), down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4, sample_size=image_size,
+        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2 if sd15 else 1,
+        norm_num_groups=32 if sd15 else 8, block_out_channels=(128, 256, 512, 512) if sd15 else (8, 8, 16, 16),
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, sample_size=image_size,
     )
-    unet = UNet2DConditionModel(
-        sample_size=image_size // 8, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(width, 2 * width, 2 * width), norm_num_groups=8, cross_attention_dim=width,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=8,
-    )
+    if sd15:
+        unet = UNet2DConditionModel(
+            sample_size=image_size // 8, in_channels=4, out_channels=4, layers_per_block=2,
+            block_out_channels=(320, 640, 1280, 1280), norm_num_groups=32, cross_attention_dim=768,
+            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, attention_head_dim=8,
+        )
+    else:
+        unet = UNet2DConditionModel(
+            sample_size=image_size // 8, in_channels=4, out_channels=4, layers_per_block=1,
+            block_out_channels=(width, 2 * width, 2 * width), norm_num_groups=8, cross_attention_dim=width,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=8,
+        )
     with torch.no_grad():  # sharper attention than a fresh initialisation, so maps have structure
         for module in unet.modules():
             if hasattr(module, "to_q") and hasattr(module, "to_k"):

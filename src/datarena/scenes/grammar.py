@@ -210,6 +210,10 @@ class SceneBatch:
     def with_attrs(self, attrs: torch.Tensor) -> SceneBatch:
         return replace(self, attrs=attrs)
 
+    def to(self, device: torch.device | str) -> SceneBatch:
+        """The same scenes with every tensor on `device` (render them there)."""
+        return SceneBatch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
     def attr(self, name: str) -> torch.Tensor:
         return self.attrs[..., ATTRS.index(name)]
 

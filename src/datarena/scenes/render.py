@@ -73,8 +73,8 @@ def _render_core(pbank, tex, coef, classes, intensity, background, lo: float, hi
     n, k = tex.shape
     size = pbank.shape[-1] - 3
     span = pbank.shape[-1]
-    ys = (torch.arange(height, dtype=coef.dtype) + 0.5).view(1, 1, height, 1)
-    xs = (torch.arange(width, dtype=coef.dtype) + 0.5).view(1, 1, 1, width)
+    ys = (torch.arange(height, dtype=coef.dtype, device=coef.device) + 0.5).view(1, 1, height, 1)
+    xs = (torch.arange(width, dtype=coef.dtype, device=coef.device) + 0.5).view(1, 1, 1, width)
     a = coef.view(n, k, 6, 1, 1)
     # texture coordinates of each canvas pixel, in the padded bank's index space
     u = (a[:, :, 0] * xs + a[:, :, 1] * ys + a[:, :, 2] - 0.5).clamp(-1.0, float(size)) + 1.0
@@ -117,12 +117,16 @@ def _core():
     return _compiled
 
 
-def padded_bank(bank: TextureBank) -> torch.Tensor:
-    cached = getattr(bank, "_padded", None)
-    if cached is None:
-        cached = F.pad(bank.textures, (1, 2, 1, 2))
-        object.__setattr__(bank, "_padded", cached)
-    return cached
+def padded_bank(bank: TextureBank, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The bank's textures padded for the sampler, cached once per device."""
+    cache = getattr(bank, "_padded", None)
+    if cache is None:
+        cache = {}
+        object.__setattr__(bank, "_padded", cache)
+    key = str(torch.device(device))
+    if key not in cache:
+        cache[key] = F.pad(bank.textures, (1, 2, 1, 2)).to(device)
+    return cache[key]
 
 
 def _boxes(alpha: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
@@ -149,20 +153,24 @@ def render(
     bank: TextureBank | None = None,
     mnist_dir: str | None = None,
 ) -> Rendered:
-    """Render a batch sampled from `grammar` (attributes may carry gradients)."""
+    """Render a batch sampled from `grammar` (attributes may carry gradients).
+
+    It runs where `batch.attrs` lives: move the batch with `batch.to("cuda")` to render on a GPU.
+    """
     bank = bank or texture_bank(grammar.object.split, mnist_dir)
     size = grammar.canvas
     attrs = batch.attrs.float()
+    dev = attrs.device
     coef = affine_params(attrs, bank.textures.shape[-1])
     lo, hi = grammar.ignore_band or (grammar.mask_threshold, grammar.mask_threshold)
     image, masks, boxes = _safe_core()(
-        padded_bank(bank), batch.texture, coef, batch.classes, attrs[..., _IINT],
-        batch.background.float(), float(lo), float(hi), size, size,
+        padded_bank(bank, dev), batch.texture.to(dev), coef, batch.classes.to(dev), attrs[..., _IINT],
+        batch.background.float().to(dev), float(lo), float(hi), size, size,
     )
     if bool((batch.noise > 0).any()):
-        image = image + _noise(batch, size)
+        image = image + _noise(batch, size).to(dev)
     image = image.clamp(0.0, 1.0)
-    return Rendered(images=image.unsqueeze(1), masks=masks, classes=batch.classes, boxes=boxes)
+    return Rendered(images=image.unsqueeze(1), masks=masks, classes=batch.classes.to(dev), boxes=boxes)
 
 
 def _safe_core():

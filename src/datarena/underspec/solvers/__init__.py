@@ -49,6 +49,8 @@ class SolveResult:
     recommend_submit: bool
     seconds: float
     saliency_png: Path | None = None
+    posterior: dict | None = None  # how the revealed labels were explained (see disambiguate)
+    hypotheses: np.ndarray | None = None  # (H, N) every hypothesis's target labels; row `chosen_head` is `labels`
 
     def summary(self) -> dict:
         return {
@@ -56,6 +58,27 @@ class SolveResult:
             "reveals": len(self.reveals), "estimated_accuracy": round(self.estimated_accuracy, 4),
             "recommend_submit": self.recommend_submit, "seconds": round(self.seconds, 2),
         }
+
+
+SAME_FEATURE = 0.9  # two heads agreeing on this share of target rows found the same feature
+
+
+def group_hypotheses(probs: np.ndarray, same: float = SAME_FEATURE) -> tuple[np.ndarray, np.ndarray]:
+    """Group heads that agree on at least `same` of the target rows (restarts that found the same
+    feature). Returns one representative per group (the member agreeing most with its group) and
+    the group sizes: how many runs support each hypothesis."""
+    hard = probs.argmax(-1)
+    agree = (hard[:, None] == hard[None]).mean(-1)  # (H, H)
+    groups: list[list[int]] = []
+    for h in np.argsort(-(agree >= same).sum(1), kind="stable"):  # the most central heads found groups first
+        for g in groups:
+            if agree[h, g[0]] >= same:
+                g.append(int(h))
+                break
+        else:
+            groups.append([int(h)])
+    reps = np.array([g[int(np.argmax(agree[np.ix_(g, g)].sum(1)))] for g in groups])
+    return reps, np.array([len(g) for g in groups])
 
 
 def _prepare(bundle: ExerciseBundle, holdout: float, rng: np.random.Generator):
@@ -108,27 +131,40 @@ def solve(
         elif solver == "divdis":
             # Restarts differ only in their random start; keep the run whose heads are the most
             # independent on the target rows (collapsed or half-mixed heads share information).
-            runs = [[train_multihead(data, cfg, diversify=True, gen=gen)] for _ in range(max(1, cfg.restarts))]
-            models = min(runs, key=lambda ms: hard_mutual_information(head_probs(ms, data.x_tgt)))
+            archs = ["flat", "halves"] if cfg.arch == "both" else [cfg.arch]
+            runs = [[train_multihead(data, cfg, diversify=True, gen=gen, arch=archs[r % len(archs)])]
+                    for r in range(max(1, cfg.restarts))]
+            if cfg.pool_restarts:
+                models = [m for run in runs for m in run]
+            else:
+                models = min(runs, key=lambda ms: hard_mutual_information(head_probs(ms, data.x_tgt)))
         else:
             models = train_dbat(data, cfg, gen)
         probs = head_probs(models, data.x_tgt)
+        support = None
+        if cfg.pool_restarts and solver == "divdis" and cfg.restarts > 1:
+            keep, support = group_hypotheses(probs)
+            probs = probs[keep]
         val_acc = (head_probs(models, x_val).argmax(-1) == y_val[None]).mean(1)
+        if support is not None:
+            val_acc = val_acc[keep]
 
         budget = min(max_reveals, getattr(oracle, "budget", max_reveals)) if oracle is not None else 0
 
         def ask(datum: int) -> int:
             return index[int(oracle.reveal(datum))]
 
-        result: Disambiguation = disambiguate(probs, ask, budget, val_acc, rng)
+        result: Disambiguation = disambiguate(probs, ask, budget, val_acc, rng, support)
         saliency_png = None
         if out_dir is not None:
             out = Path(out_dir)
             out.mkdir(parents=True, exist_ok=True)
             saliency_png = out / f"{bundle.dirname}_{solver}_saliency.png"
-            write_saliency_png(head_saliency(models, data.x_tgt), saliency_png, result.chosen,
+            maps = head_saliency(models, data.x_tgt)
+            write_saliency_png(maps[keep] if support is not None else maps, saliency_png, result.chosen,
                                f"{bundle.dirname}: {solver} hypotheses (input-gradient saliency on target rows)")
     labels = classes[probs[result.chosen].argmax(-1)]
+    hypotheses = classes[probs.argmax(-1)]
     default = float(default_score if default_score is not None else bundle.meta.get("default_score", 0.8))
     return SolveResult(
         solver=solver,
@@ -143,4 +179,6 @@ def solve(
         recommend_submit=result.estimate >= default,
         seconds=time.perf_counter() - t0,
         saliency_png=saliency_png,
+        hypotheses=hypotheses.astype(np.int64),
+        posterior=result.posterior,
     )

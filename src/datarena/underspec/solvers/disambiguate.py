@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -9,10 +10,11 @@ import numpy as np
 
 from datarena.errors import BudgetError
 
-EPS = 0.1  # probability that a hypothesis that is right disagrees with one revealed label (noise)
-AGREEMENT_PRIOR = 8.0  # pseudo-labels for "rows where diverse hypotheses agree are right"
-MIN_DIVERSITY = 0.25  # below this disputed fraction the heads did not split into distinct features: no agreement prior
-DISPUTED_REVEALS = 4  # of 5 reveals: up to 4 on disputed rows, the rest on undisputed rows
+EPS = 0.1  # query choice: how much one disagreeing answer counts against a hypothesis
+ERR = 0.05  # estimate: chance that the right hypothesis is wrong on one revealed row
+PRIOR_COIN = 0.5  # prior mass of "unresolvable": the truth is a coin flip where the top two disagree
+PRIOR_OTHER = 0.1  # prior mass of "none of the hypotheses": answers match at an unknown rate
+UNREPRODUCED_TRUST = 0.1  # prior weight of a hypothesis that only one run found, relative to a reproduced one
 
 
 class Oracle(Protocol):
@@ -49,41 +51,33 @@ class Disambiguation:
     weights: np.ndarray
     reveals: list[tuple[int, int]]  # (datum_id, class index)
     estimate: float  # estimated target accuracy of the chosen hypothesis
-    disagreement_fraction: float
+    disagreement_fraction: float  # share of target rows where some hypothesis disputes the chosen one
+    posterior: dict = field(default_factory=dict)  # "hypotheses", "unresolvable", "none": how the answers were explained
 
 
-def disambiguate(
-    probs: np.ndarray,
-    reveal,  # callable: datum_id -> class index
-    max_reveals: int,
-    val_accuracy: np.ndarray,
-    rng: np.random.Generator,
-) -> Disambiguation:
-    """probs: (H, N, C) hypotheses' target predictions. One query at a time.
+def _log_beta(a: float, b: float) -> float:
+    return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
 
-    Queries go to the rows the hypotheses (weighted by how well they fit the answers so far)
-    dispute most, chosen at random among them so they are also a fair sample for the accuracy
-    estimate; the last query checks a row where all hypotheses agree.
-    """
-    n_hyp, n, n_classes = probs.shape
-    hard = probs.argmax(-1)  # (H, N)
-    disputed = (hard != hard[:1]).any(0)
+
+def choose_queries(hard: np.ndarray, reveal, max_reveals: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """Reveal one row at a time where the hypotheses, weighted by how well they matched the
+    answers so far, dispute most (a random one among the most disputed, so the answers are also a
+    fair sample of those rows); a random row when nothing is disputed."""
+    n_hyp, n = hard.shape
+    n_classes = int(hard.max()) + 1
     w = np.full(n_hyp, 1.0 / n_hyp)
     reveals: list[tuple[int, int]] = []
     asked = np.zeros(n, dtype=bool)
     for _ in range(max_reveals):
+        if asked.all():
+            break
         q = np.zeros((n, n_classes))
         for h in range(n_hyp):
             q[np.arange(n), hard[h]] += w[h]
         score = 1.0 - q.max(1) / w.sum()
         score[asked] = -1.0
-        n_disputed_asked = int((asked & disputed).sum())
-        undisputed_left = np.flatnonzero(~asked & ~disputed)
-        if score.max() > 1e-3 and (n_disputed_asked < DISPUTED_REVEALS or not len(undisputed_left)):
-            best = np.flatnonzero(score >= score.max() - 1e-9)
-            datum = int(rng.choice(best))
-        elif len(undisputed_left):
-            datum = int(rng.choice(undisputed_left))
+        if score.max() > 1e-12:  # any dispute left, however settled, beats an undisputed row
+            datum = int(rng.choice(np.flatnonzero(score >= score.max() - 1e-9)))
         else:
             datum = int(rng.choice(np.flatnonzero(~asked)))
         try:
@@ -94,25 +88,80 @@ def disambiguate(
         reveals.append((datum, label))
         w = w * np.where(hard[:, datum] == label, 1 - EPS, EPS)
         w = w / w.sum()
-    # the chosen hypothesis: most supported, ties to the one that fits the labeled data best
-    matches = np.array([sum(hard[h, d] == y for d, y in reveals) for h in range(n_hyp)])
-    chosen = int(np.lexsort((val_accuracy, matches))[-1])
-    f_d = float(disputed.mean())
-    in_d = [(d, y) for d, y in reveals if disputed[d]]
-    in_a = [(d, y) for d, y in reveals if not disputed[d]]
-    md = sum(hard[chosen, d] == y for d, y in in_d)
-    ma = sum(hard[chosen, d] == y for d, y in in_a)
-    # Where diverse hypotheses agree they are trusted as much as `AGREEMENT_PRIOR` labeled
-    # answers at their held-out labeled accuracy; collapsed heads earn no such trust.
-    prior = AGREEMENT_PRIOR if n_hyp > 1 and f_d >= MIN_DIVERSITY else 0.0
-    av = float(val_accuracy[chosen])
-    acc_a = (ma + prior * av + 1) / (len(in_a) + prior + 2)
-    acc_d = (md + 1) / (len(in_d) + 2)
-    estimate = f_d * acc_d + (1 - f_d) * acc_a
+    return reveals
+
+
+def disambiguate(
+    probs: np.ndarray,
+    reveal,  # callable: datum_id -> class index
+    max_reveals: int,
+    val_accuracy: np.ndarray,
+    rng: np.random.Generator,
+    support: np.ndarray | None = None,
+) -> Disambiguation:
+    """probs: (H, N, C) hypotheses' target predictions. Ask, choose, and estimate.
+
+    `support[h]`: how many independent runs found hypothesis h (its prior weight). A feature that
+    no other run reproduced is weighted down by UNREPRODUCED_TRUST: on these small target sets the
+    diversity term can memorise an arbitrary split of the target rows, and such splits are not
+    found twice.
+
+    The answers are explained three ways, and the accuracy estimate averages over them:
+    the truth is hypothesis h (each answer matches it except with chance ERR); the exercise is
+    unresolvable (the truth is a coin flip on the rows where any hypothesis disputes the chosen
+    one, as when the real and the spurious cue cannot be told apart in the input); or none of the
+    hypotheses is right (answers match the chosen one at an unknown rate, uniform prior).
+    """
+    n_hyp, n, n_classes = probs.shape
+    hard = probs.argmax(-1)  # (H, N)
+    reveals = choose_queries(hard, reveal, max_reveals, rng)
+    rows = np.array([d for d, _ in reveals], dtype=np.int64)
+    ys = np.array([y for _, y in reveals], dtype=np.int64)
+    match = hard[:, rows] == ys[None]  # (H, R)
+    loglik = np.where(match, np.log(1 - ERR), np.log(ERR)).sum(1)
+    order = np.lexsort((val_accuracy, loglik))[::-1]  # best first: likelihood, then held-out labeled accuracy
+    chosen = int(order[0])
+    split = (hard != hard[chosen][None]).any(0)  # rows where some hypothesis disputes the chosen one
+    f_split = float(split.mean())
+    m, r = int(match[chosen].sum()), len(reveals)
+    # log prior + log likelihood of each explanation, and the chosen hypothesis's accuracy under it
+    if support is None:
+        weight = np.ones(n_hyp)
+        reproduced = np.ones(n_hyp, dtype=bool)
+    else:  # independent runs that found the same feature vouch for it; a feature found once is suspect
+        support = np.asarray(support, dtype=float)
+        reproduced = support >= 2
+        weight = support * np.where(reproduced, 1.0, UNREPRODUCED_TRUST)
+    if n_hyp == 1:  # one plain classifier: nothing shows which cue it took, only the answers speak
+        weight = np.zeros(1)
+        reproduced = np.zeros(1, dtype=bool)
+    with np.errstate(divide="ignore"):
+        parts = [np.log((1 - PRIOR_COIN - PRIOR_OTHER) * weight / max(weight.sum(), 1e-300)) + loglik]
+    accs = [(hard == hard[chosen][None]).mean(1) * np.asarray(val_accuracy, dtype=float)]
+    if n_hyp > 1 and f_split > 0:
+        on_split = split[rows]
+        ll_coin = np.where(on_split, -np.log(n_classes), np.where(match[chosen], np.log(1 - ERR), np.log(ERR))).sum()
+        parts.append(np.array([np.log(PRIOR_COIN) + ll_coin]))
+        # where all agree, the chosen one is as good as on held-out labeled rows, unless no
+        # hypothesis was reproduced: then only the answers speak for it
+        agree_acc = float(val_accuracy[chosen]) if reproduced[chosen] else (m + 2) / (r + 4)
+        accs.append(np.array([(1 - f_split) * agree_acc + f_split / n_classes]))
+    # match rate ~ Beta(2, 2), centred on a coin: marginal likelihood B(m+2, r-m+2) / B(2, 2), mean (m+2)/(r+4)
+    ll_other = _log_beta(m + 2, r - m + 2) - _log_beta(2, 2)
+    parts.append(np.array([np.log(PRIOR_OTHER) + ll_other]))
+    accs.append(np.array([(m + 2) / (r + 4)]))
+    logp = np.concatenate(parts)
+    post = np.exp(logp - logp.max())
+    post /= post.sum()
+    estimate = float(post @ np.concatenate(accs))
+    w = post[:n_hyp] / max(post[:n_hyp].sum(), 1e-300)
     return Disambiguation(
         chosen=chosen,
         weights=w,
         reveals=reveals,
         estimate=estimate,
-        disagreement_fraction=f_d,
+        disagreement_fraction=f_split,
+        posterior={"hypotheses": float(post[:n_hyp].sum()),
+                   "unresolvable": float(post[n_hyp]) if len(post) == n_hyp + 2 else 0.0,
+                   "none": float(post[-1])},
     )

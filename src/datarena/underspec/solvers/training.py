@@ -28,8 +28,12 @@ class TrainConfig:
     lambda_reg: float = 1.0
     lambda_dbat: float = 1.0
     dbat_models: int = 3  # the first is ERM; with only two, the second may pick the other simple cue
-    restarts: int = 3  # divdis: independent runs, keep the one whose heads are most independent on target rows
+    restarts: int = 4  # divdis: independent runs (alternating trunks with arch="both")
     warmup: int = 0  # steps of labeled-only training before the diversity terms switch on
+    diversity: str = "target"  # rows divdis's diversity terms see: "target" or "mixed" (half target, half unlabeled)
+    dbat_diversity: str = "mixed"  # rows on which dbat's later models disagree with the earlier ones
+    arch: str = "both"  # image trunk: "flat" (position-aware), "halves" (side-blind pairs), "pool", "both" (flat and halves, alternating)
+    pool_restarts: bool = True  # divdis: keep every restart's heads as hypotheses (else the most independent run)
     extra: dict = field(default_factory=dict)
 
 
@@ -53,9 +57,12 @@ def _batches(n: int, size: int, gen: torch.Generator) -> torch.Tensor:
     return torch.randint(0, n, (size,), generator=gen)
 
 
-def _diversity_batch(data: Data, size: int, gen: torch.Generator) -> torch.Tensor:
-    """Half target rows, half unlabeled rows: the target set keeps the two features apart even
-    when the unlabeled set barely mixes them (low mix rate)."""
+def _diversity_batch(data: Data, size: int, gen: torch.Generator, mode: str = "mixed") -> torch.Tensor:
+    """Rows for the diversity terms. "target": target rows only, where the spurious cue is at chance,
+    so the real and the spurious feature are independent there whatever the unlabeled mix rate;
+    "mixed": half target rows, half unlabeled rows."""
+    if mode == "target":
+        return data.x_tgt[_batches(len(data.x_tgt), size, gen)]
     half = size // 2
     return torch.cat([data.x_tgt[_batches(len(data.x_tgt), half, gen)],
                       data.x_unl[_batches(len(data.x_unl), size - half, gen)]])
@@ -66,10 +73,11 @@ def _ce_heads(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.repeat(k))
 
 
-def train_multihead(data: Data, cfg: TrainConfig, diversify: bool, gen: torch.Generator, n_heads: int | None = None) -> MultiHead:
+def train_multihead(data: Data, cfg: TrainConfig, diversify: bool, gen: torch.Generator, n_heads: int | None = None,
+                    arch: str | None = None) -> MultiHead:
     """ERM when diversify is False (one head); DivDis otherwise."""
     k = (n_heads or cfg.n_heads) if diversify else 1
-    model = make_model(tuple(data.x_lab.shape[1:]), data.n_classes, k)
+    model = make_model(tuple(data.x_lab.shape[1:]), data.n_classes, k, arch or "flat")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     prior = data.prior
     model.train()
@@ -77,7 +85,7 @@ def train_multihead(data: Data, cfg: TrainConfig, diversify: bool, gen: torch.Ge
         bl = _batches(len(data.x_lab), cfg.batch_labeled, gen)
         loss = _ce_heads(model(data.x_lab[bl]), data.y_lab[bl])
         if diversify and step >= cfg.warmup:
-            probs = model(_diversity_batch(data, cfg.batch_unlabeled, gen)).softmax(-1)
+            probs = model(_diversity_batch(data, cfg.batch_unlabeled, gen, cfg.diversity)).softmax(-1)
             loss = loss + cfg.lambda_mi * pairwise_mutual_information(probs) + cfg.lambda_reg * marginal_kl(probs, prior)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -101,7 +109,7 @@ def train_dbat(data: Data, cfg: TrainConfig, gen: torch.Generator) -> list[Multi
                 loss.backward()
                 opt.step()
                 continue
-            xu = _diversity_batch(data, cfg.batch_unlabeled, gen)
+            xu = _diversity_batch(data, cfg.batch_unlabeled, gen, cfg.dbat_diversity)
             p_new = model(xu)[0].softmax(-1)
             with torch.no_grad():
                 olds = [m(xu)[0].softmax(-1) for m in models]
