@@ -24,7 +24,7 @@ from datarena.evaluate.train import (
 from datarena.scenes.grammar import load_grammar
 from datarena.scenes.render import render
 
-TINY = dict(batch_size=4, crop_size=48, backbone="resnet18", num_classes=11, checkpoint_every=2)
+TINY = dict(batch_size=4, crop_size=48, backbone="resnet18", num_classes=11, checkpoint_every=2, pretrained="none")
 
 
 def rendered_set(grammar: str, n: int, seed: int) -> SegmentationSet:
@@ -90,7 +90,8 @@ def binary(data: SegmentationSet) -> SegmentationSet:
 
 def test_short_training_rises_well_above_chance(digits, tmp_path):
     train, test = (binary(d) for d in digits)
-    b = budget_from("digit_scenes", iterations=100, batch_size=8, crop_size=64, num_classes=2, checkpoint_every=1000)
+    b = budget_from("digit_scenes", iterations=100, batch_size=8, crop_size=64, num_classes=2, checkpoint_every=1000,
+                  pretrained="none")
     untrained = evaluate_segmentation(train_segmentation(train, b.model_copy(update={"iterations": 1, "lr": 1e-9}),
                                                          show_progress=False).model, test, 2)
     trained = train_segmentation(train, b, show_progress=False)
@@ -108,7 +109,7 @@ def test_evaluate_train_cli_writes_a_report(digits, tmp_path):
     out = tmp_path / "score"
     env = {**os.environ, "COLUMNS": "200"}
     cmd = [sys.executable, "-m", "datarena.cli", "evaluate", "train", str(tmp_path / "train.npz"), "--test", str(tmp_path / "test.npz"),
-           "--budget", "digit_scenes", "--iterations", "3", "--batch-size", "2", "--out", str(out)]
+           "--budget", "digit_scenes", "--iterations", "3", "--batch-size", "2", "--pretrained", "none", "--out", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     report = json.loads((out / "report.json").read_text())
@@ -119,3 +120,26 @@ def test_evaluate_train_cli_writes_a_report(digits, tmp_path):
     assert checksum.stdout.strip() == report["model_sha256"]
     bad = subprocess.run([*cmd[:-1], str(tmp_path / "x"), "--resume"], capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "cannot resume" in bad.stderr
+
+
+def test_digit_pretrained_backbone_learns_is_cached_and_starts_training(digits, tmp_path, monkeypatch):
+    from datarena.evaluate.deeplab import deeplabv3
+    from datarena.evaluate.pretrain import digit_backbone, pretrain_digit_backbone
+
+    _, accuracy = pretrain_digit_backbone("resnet18", steps=40, batch_size=32, show_progress=False)
+    assert accuracy > 0.5, accuracy  # chance is 0.1
+    monkeypatch.setenv("DATARENA_CACHE", str(tmp_path / "cache"))
+    path, sha = digit_backbone("resnet18", steps=2, show_progress=False)
+    stamp = path.stat().st_mtime_ns
+    assert digit_backbone("resnet18", steps=2, show_progress=False) == (path, sha) and path.stat().st_mtime_ns == stamp
+    saved = torch.load(path, weights_only=True)
+    model = deeplabv3(11, "resnet18", backbone_weights=path)
+    assert all(torch.equal(v, saved[k]) for k, v in model.backbone.state_dict().items())
+    train, _ = digits
+    b = budget_from("digit_scenes", iterations=2, pretrained="digits", pretrain_steps=2, batch_size=2, crop_size=48)
+    result = train_segmentation(train, b, show_progress=False)
+    assert result.backbone_sha256 == sha and result.backbone_weights == str(path)
+    scratch = train_segmentation(train, b.model_copy(update={"pretrained": "none"}), show_progress=False)
+    assert scratch.backbone_sha256 is None and scratch.checksum != result.checksum
+    with pytest.raises(Exception, match="invalid budget: pretrained"):
+        budget_from("digit_scenes", pretrained="imagenet")

@@ -271,6 +271,7 @@ def evaluate_train(
     backbone: str = typer.Option(None, "--backbone", help="resnet18, resnet34, resnet50 or resnet101."),
     seed: int = typer.Option(None, "--seed", help="Training seed."),
     weights: Path = typer.Option(None, "--backbone-weights", help="Local ImageNet ResNet state_dict (nothing is downloaded)."),
+    pretrained: str = typer.Option(None, "--pretrained", help="Backbone start: none (random) or digits (cached digit-pretrained; digit_scenes' default)."),
     device: str = typer.Option("cuda" if _cuda() else "cpu", "--device", help="cpu or cuda."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.pt."),
     no_validate: bool = typer.Option(False, "--no-validate", help="Skip the dataset-rules check."),
@@ -278,7 +279,8 @@ def evaluate_train(
     """Score a dataset: train DeepLabv3 under a fixed budget, report mIoU on the test set and the model checksum."""
     from datarena.evaluate.train import budget_from, score_dataset
 
-    b = budget_from(budget, iterations=iterations, batch_size=batch_size, crop_size=crop_size, backbone=backbone, seed=seed)
+    b = budget_from(budget, iterations=iterations, batch_size=batch_size, crop_size=crop_size, backbone=backbone, seed=seed,
+                  pretrained=pretrained)
     report = score_dataset(dataset, test, b, out, resume=resume, backbone_weights=weights, device=device,
                            validate="skip" if no_validate else "strict")
     table = Table(title=f"per-class IoU on {report['n_test_images']} test images")
@@ -290,6 +292,8 @@ def evaluate_train(
     console.print(f"mIoU {report['miou']:.4f}  pixel accuracy {report['pixel_accuracy']:.4f}  "
                   f"({report['iterations']} it, {report['train_images_per_second']:.1f} img/s)")
     console.print(f"model sha256 {report['model_sha256']}")
+    if report["backbone_sha256"]:
+        console.print(f"started from {report['backbone_weights']} (sha256 {report['backbone_sha256']})")
     console.print(f"report: {out / 'report.json'}  overlays: {out / 'overlays.png'}")
 
 

@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 import datarena
 from datarena.data.checksums import write_json
@@ -41,6 +41,10 @@ class Budget(BaseModel):
     batch_size: int = Field(8, ge=1)
     crop_size: int = Field(512, ge=16)
     backbone: str = "resnet50"
+    # where the backbone starts: "none" = random (or a local file passed as backbone_weights, e.g.
+    # ImageNet weights), "digits" = the cached digit-pretrained trunk (evaluate.pretrain)
+    pretrained: Literal["none", "digits"] = "none"
+    pretrain_steps: int = Field(300, ge=1, description="steps of the digit pretraining (pretrained='digits')")
     num_classes: int = Field(21, ge=2)
     lr: float = Field(0.01, gt=0)
     momentum: float = 0.9
@@ -69,7 +73,11 @@ def budget_from(preset: str, **overrides) -> Budget:
         raise ConfigError(f"unknown budget preset {preset!r}; choose one of {', '.join(PRESETS)}.")
     base = PRESETS[preset].model_dump()
     base.update({k: v for k, v in overrides.items() if v is not None})
-    budget = Budget.model_validate(base)
+    try:
+        budget = Budget.model_validate(base)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        raise ConfigError(f"invalid budget: {problems}") from None
     if budget.backbone not in BACKBONES:
         raise ConfigError(f"unknown backbone {budget.backbone!r}; choose one of {', '.join(BACKBONES)}.")
     return budget
@@ -79,9 +87,14 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat(image[..., None], 3, axis=-1) if image.ndim == 2 else image
 
 
+def normalise(x: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) in [0, 1] -> ImageNet-normalised, as the backbones expect."""
+    return (x - MEAN.to(x.device)) / STD.to(x.device)
+
+
 def _to_tensor(image: np.ndarray) -> torch.Tensor:
     x = torch.from_numpy(np.ascontiguousarray(_as_rgb(image))).permute(2, 0, 1).float().unsqueeze(0) / 255.0
-    return (x - MEAN) / STD
+    return normalise(x)
 
 
 def augment(image: np.ndarray, mask: np.ndarray, budget: Budget, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,6 +145,24 @@ class TrainResult:
     images_per_second: float
     final_loss: float
     checksum: str
+    backbone_weights: str | None = None
+    backbone_sha256: str | None = None
+
+
+def resolve_backbone(budget: Budget, backbone_weights: str | Path | None,
+                     show_progress: bool = True) -> tuple[Path | None, str | None]:
+    """The backbone file a run starts from (an explicit file wins over the budget's `pretrained`) and its sha256."""
+    if backbone_weights is not None:
+        path = Path(backbone_weights)
+        if not path.is_file():
+            raise ConfigError(f"backbone weights {path} not found; pass a local ResNet state_dict file (nothing is downloaded).")
+        return path, state_dict_sha256(torch.load(path, map_location="cpu", weights_only=True))
+    if budget.pretrained == "digits":
+        from datarena.evaluate.pretrain import digit_backbone
+
+        # seed 0 always: the starting weights are fixed for an exercise, like ImageNet weights
+        return digit_backbone(budget.backbone, budget.pretrain_steps, seed=0, show_progress=show_progress)
+    return None, None
 
 
 def train_segmentation(dataset, budget: Budget, checkpoint: str | Path | None = None, resume: bool = False,
@@ -144,6 +175,7 @@ def train_segmentation(dataset, budget: Budget, checkpoint: str | Path | None = 
     """
     if len(dataset) == 0:
         raise ConfigError("the dataset holds no image+mask pairs.")
+    backbone_weights, backbone_sha = resolve_backbone(budget, backbone_weights, show_progress)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(budget.seed)  # the initial weights depend on the seed only
         model = deeplabv3(budget.num_classes, budget.backbone, aux_loss=True, backbone_weights=backbone_weights).to(device)
@@ -189,7 +221,8 @@ def train_segmentation(dataset, budget: Budget, checkpoint: str | Path | None = 
     seconds = time.perf_counter() - t0
     model.eval()
     return TrainResult(model, end, seconds, (end - start) * budget.batch_size / max(seconds, 1e-9), loss_value,
-                       state_dict_sha256(model.state_dict()))
+                       state_dict_sha256(model.state_dict()), str(backbone_weights) if backbone_weights else None,
+                       backbone_sha)
 
 
 @torch.no_grad()
@@ -265,7 +298,8 @@ def score_dataset(dataset_path: str | Path, test_path: str | Path, budget: Budge
         "dataset": str(dataset_path), "n_pairs": len(dataset), "test": str(test_path),
         "budget": budget.model_dump(), "miou": scores["miou"], "pixel_accuracy": scores["pixel_accuracy"],
         "per_class_iou": scores["per_class"], "n_test_images": scores["n_test_images"],
-        "model_sha256": result.checksum, "iterations": result.iterations, "train_seconds": result.seconds,
+        "model_sha256": result.checksum, "backbone_weights": result.backbone_weights,
+        "backbone_sha256": result.backbone_sha256, "iterations": result.iterations, "train_seconds": result.seconds,
         "train_images_per_second": result.images_per_second, "final_loss": result.final_loss, "device": device,
         "torch": torch.__version__, "datarena_version": datarena.__version__,
     }
