@@ -2,6 +2,7 @@
 against a target-grammar dataset (the upper bound).
 
 Run: .venv/bin/python benchmarks/bench_evaluator.py [--device cuda] [--n 2000] [--iterations 500]
+     [--pretrained digits] [--class-weights balanced] [--skip-throughput]
 """
 
 from __future__ import annotations
@@ -71,6 +72,10 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=300, help="private test scenes")
     parser.add_argument("--iterations", type=int, default=None, help="override the digit_scenes preset")
     parser.add_argument("--lr", type=float, default=None, help="override the digit_scenes preset")
+    parser.add_argument("--pretrained", default=None, help="override the preset's backbone start: none or digits")
+    parser.add_argument("--class-weights", default=None, help="override the preset's loss weights: uniform or balanced")
+    parser.add_argument("--sources", nargs="+", choices=("prior", "target"), default=["prior", "target"],
+                        help="which training datasets to score (separate processes can share the cores)")
     parser.add_argument("--r50-steps", type=int, default=2)
     parser.add_argument("--trainer-iterations", type=int, default=0,
                         help="also time the real trainer (syntagen budget, 512x512 random pairs) for this many iterations")
@@ -90,7 +95,8 @@ def main() -> None:
         ips, per_it = trainer_throughput(args.trainer_iterations, dev)
         print(f"train_segmentation, syntagen budget (fp32, CPU augmentation), {args.trainer_iterations} iterations: "
               f"{ips:.2f} images/s, {per_it:.3f} s/iteration -> 10,000 iterations take {10_000 * per_it / 3600:.2f} h")
-    small = budget_from("digit_scenes", iterations=args.iterations, lr=args.lr)
+    small = budget_from("digit_scenes", iterations=args.iterations, lr=args.lr, pretrained=args.pretrained,
+                        class_weights=args.class_weights)
     sm = float("nan") if args.skip_throughput else throughput(small.backbone, small.crop_size, small.batch_size, small.num_classes, 20, dev)
     print(f"digit_scenes preset ({small.backbone} {small.crop_size}x{small.crop_size} batch {small.batch_size}): {sm:7.1f} images/s"
           f" -> {small.iterations} iterations take {small.iterations * small.batch_size / sm:.0f} s")
@@ -98,14 +104,15 @@ def main() -> None:
         return
     target = load_grammar("digit_scenes_target")
     test = rendered(with_split(target, "heldout"), args.test, seed=12345)
-    sources = {"prior grammar (digit_scenes)": load_grammar("digit_scenes"),
-               "target grammar, train digits (upper bound)": with_split(target, "train")}
-    for name, grammar in sources.items():
+    sources = {"prior": ("prior grammar (digit_scenes)", load_grammar("digit_scenes")),
+               "target": ("target grammar, train digits (upper bound)", with_split(target, "train"))}
+    for name, grammar in (sources[s] for s in args.sources):
         data = rendered(grammar, args.n, seed=1)
         t0 = time.perf_counter()
         result = train_segmentation(data, small, device=dev, show_progress=False)
         scores = evaluate_segmentation(result.model, test, small.num_classes, dev)
-        print(f"digit_scenes mIoU {scores['miou']:.3f} (pixel acc {scores['pixel_accuracy']:.3f}) from {name}, "
+        print(f"digit_scenes mIoU {scores['miou']:.3f} (pretrained={small.pretrained}, class_weights={small.class_weights})"
+              f" (pixel acc {scores['pixel_accuracy']:.3f}) from {name}, "
               f"{args.n} scenes, {result.iterations} it, {time.perf_counter() - t0:.0f} s, sha256 {result.checksum[:12]}")
 
 

@@ -5,6 +5,7 @@ Goals (issue 5): prior <= 20 %, learned >= 98 % of the oracle on both pairs, lea
 within 5 deg of the target, each run under 15 minutes on 2 cores; plus the ablation
 MMD only / task only / both on the MNIST pair.
 Run: .venv/bin/python benchmarks/bench_metasim.py [--seeds 0 1 2] [--no-ablation] [--losses mmd task]
+     .venv/bin/python benchmarks/bench_metasim.py --baselines-only --seeds 0 1 2 3 4   (prior and oracle only, ~40 s each)
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from datarena.metasim.train import MetaSimConfig, rotation_error, train_metasim
+from datarena.metasim.train import MetaSimConfig, evaluate_generators, rotation_error, train_metasim
 from datarena.scenes.grammar import load_grammar
 
 PAIRS = (("mnist", "mnist_rot90"), ("bigmnist", "bigmnist_rot270_shift"))
@@ -38,6 +39,20 @@ def run(prior: str, target: str, loss: str, seed: int, epochs: int) -> dict:
     }
 
 
+def baselines(seeds: list[int]) -> None:
+    """The two reference points of the goals, over several seeds: they vary more than the learned runs."""
+    print(f"{'pair':36s} {'seed':>4s} {'prior':>6s} {'oracle':>6s} {'s':>4s}")
+    for prior, target in PAIRS:
+        accs = []
+        for seed in seeds:
+            t0 = time.perf_counter()
+            ev = evaluate_generators(load_grammar(prior), load_grammar(target), None, MetaSimConfig(seed=seed))
+            accs.append((ev["prior"]["target_test_accuracy"], ev["target_oracle"]["target_test_accuracy"]))
+            print(f"{prior + ' -> ' + target:36s} {seed:4d} {accs[-1][0]:6.3f} {accs[-1][1]:6.3f} {time.perf_counter() - t0:4.0f}", flush=True)
+        p, o = torch.tensor(accs).T
+        print(f"{prior + ' -> ' + target:36s} mean {p.mean():6.3f} {o.mean():6.3f}  (prior std {p.std():.3f})", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -45,7 +60,12 @@ def main() -> None:
     parser.add_argument("--no-ablation", action="store_true")
     parser.add_argument("--losses", nargs="+", default=["both", "mmd", "task"], choices=["both", "mmd", "task"],
                         help="which runs: both = the two pairs; mmd / task = the ablation on the MNIST pair")
+    parser.add_argument("--baselines-only", action="store_true",
+                        help="no Meta-Sim training: target test accuracy of the prior and the oracle per seed, both pairs")
     args = parser.parse_args()
+    if args.baselines_only:
+        baselines(args.seeds)
+        return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; epochs {args.epochs}")
     header = f"{'pair':36s} {'loss':5s} {'seed':>4s} {'prior':>6s} {'learned':>7s} {'oracle':>6s} {'l/o':>5s} {'rot':>7s} {'rot err':>7s} {'pos err':>7s} {'s':>6s}"
     print(header)

@@ -16,6 +16,7 @@ from datarena.evaluate.train import (
     PRESETS,
     augment,
     budget_from,
+    class_frequency_weights,
     evaluate_segmentation,
     make_batch,
     poly_lr,
@@ -57,6 +58,22 @@ def test_augment_scales_pads_with_ignore_and_crops():
     x, m = augment(image, mask, b, np.random.default_rng(0))
     assert x.shape == (3, 80, 80) and m.shape == (80, 80)
     assert int((m == 1).sum()) == 32 * 32 and int((m == IGNORE).sum()) == 80 * 80 - 32 * 32
+
+
+def test_balanced_class_weights_follow_median_frequency():
+    # class 0 fills 3/4 of both images, class 1 a quarter of the first, class 2 a quarter of the second
+    # minus 4 ignored pixels; class 3 never appears
+    masks = np.zeros((2, 8, 8), np.uint8)
+    masks[0, :2] = 1
+    masks[1, :2] = 2
+    masks[1, 0, :4] = IGNORE
+    data = SegmentationSet(images=np.zeros((2, 8, 8), np.uint8), masks=masks, classes=("a", "b", "c", "d"))
+    w = class_frequency_weights(data, 4).numpy()
+    f = np.array([96 / 124, 16 / 64, 12 / 60])  # pixels of c / labelled pixels of the images holding c
+    assert w == pytest.approx(np.r_[np.median(f) / f, 1.0])
+    assert w[0] < w[1] < w[2]
+    with pytest.raises(Exception, match="class_weights"):
+        budget_from("digit_scenes", class_weights="inverse")
 
 
 def test_batches_depend_only_on_seed_and_iteration(digits):

@@ -271,7 +271,8 @@ def evaluate_train(
     backbone: str = typer.Option(None, "--backbone", help="resnet18, resnet34, resnet50 or resnet101."),
     seed: int = typer.Option(None, "--seed", help="Training seed."),
     weights: Path = typer.Option(None, "--backbone-weights", help="Local ImageNet ResNet state_dict (nothing is downloaded)."),
-    pretrained: str = typer.Option(None, "--pretrained", help="Backbone start: none (random) or digits (cached digit-pretrained; digit_scenes' default)."),
+    pretrained: str = typer.Option(None, "--pretrained", help="Backbone start: none (random) or digits (a cached digit-pretrained trunk)."),
+    class_weights: str = typer.Option(None, "--class-weights", help="Loss weights: uniform (the protocol) or balanced (median-frequency)."),
     device: str = typer.Option("cuda" if _cuda() else "cpu", "--device", help="cpu or cuda."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.pt."),
     no_validate: bool = typer.Option(False, "--no-validate", help="Skip the dataset-rules check."),
@@ -280,7 +281,7 @@ def evaluate_train(
     from datarena.evaluate.train import budget_from, score_dataset
 
     b = budget_from(budget, iterations=iterations, batch_size=batch_size, crop_size=crop_size, backbone=backbone, seed=seed,
-                  pretrained=pretrained)
+                  pretrained=pretrained, class_weights=class_weights)
     report = score_dataset(dataset, test, b, out, resume=resume, backbone_weights=weights, device=device,
                            validate="skip" if no_validate else "strict")
     table = Table(title=f"per-class IoU on {report['n_test_images']} test images")

@@ -51,6 +51,10 @@ class Budget(BaseModel):
     weight_decay: float = 1e-4
     poly_power: float = 0.9
     aux_weight: float = 0.5
+    # "uniform" = plain cross-entropy (the challenge protocol); "balanced" = median-frequency
+    # balancing (Eigen & Fergus 2015): class c weighs median(f) / f_c, f_c = the share of class c
+    # among the labelled pixels of the images that contain it, counted once over the dataset
+    class_weights: Literal["uniform", "balanced"] = "uniform"
     scale_min: float = Field(0.5, gt=0)
     scale_max: float = Field(2.0, gt=0)
     seed: int = 0
@@ -126,6 +130,23 @@ def make_batch(dataset, budget: Budget, iteration: int) -> tuple[torch.Tensor, t
     return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
 
 
+def class_frequency_weights(dataset, num_classes: int) -> torch.Tensor:
+    """Median-frequency class weights of a dataset's masks (255 ignored); 1.0 for absent classes."""
+    pixels = np.zeros(num_classes, dtype=np.int64)  # pixels of class c
+    exposure = np.zeros(num_classes, dtype=np.int64)  # labelled pixels of the images that contain c
+    for i in range(len(dataset)):
+        mask = np.asarray(dataset[i][1])
+        counts = np.bincount(mask.ravel(), minlength=256)[:num_classes]
+        pixels += counts
+        exposure[counts > 0] += int(counts.sum())
+    present = pixels > 0
+    freq = np.where(present, pixels / np.maximum(exposure, 1), 0.0)
+    weights = np.ones(num_classes)
+    if present.any():
+        weights[present] = np.median(freq[present]) / freq[present]
+    return torch.tensor(weights, dtype=torch.float32)
+
+
 def poly_lr(budget: Budget, iteration: int) -> float:
     return budget.lr * (1.0 - iteration / budget.iterations) ** budget.poly_power
 
@@ -176,6 +197,7 @@ def train_segmentation(dataset, budget: Budget, checkpoint: str | Path | None = 
     if len(dataset) == 0:
         raise ConfigError("the dataset holds no image+mask pairs.")
     backbone_weights, backbone_sha = resolve_backbone(budget, backbone_weights, show_progress)
+    weight = class_frequency_weights(dataset, budget.num_classes).to(device) if budget.class_weights == "balanced" else None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(budget.seed)  # the initial weights depend on the seed only
         model = deeplabv3(budget.num_classes, budget.backbone, aux_loss=True, backbone_weights=backbone_weights).to(device)
@@ -208,8 +230,8 @@ def train_segmentation(dataset, budget: Budget, checkpoint: str | Path | None = 
             for group in opt.param_groups:
                 group["lr"] = poly_lr(budget, it)
             out = model(images)
-            loss = F.cross_entropy(out["out"], masks, ignore_index=IGNORE)
-            loss = loss + budget.aux_weight * F.cross_entropy(out["aux"], masks, ignore_index=IGNORE)
+            loss = F.cross_entropy(out["out"], masks, weight=weight, ignore_index=IGNORE)
+            loss = loss + budget.aux_weight * F.cross_entropy(out["aux"], masks, weight=weight, ignore_index=IGNORE)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
