@@ -74,6 +74,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=None, help="override the digit_scenes preset")
     parser.add_argument("--pretrained", default=None, help="override the preset's backbone start: none or digits")
     parser.add_argument("--class-weights", default=None, help="override the preset's loss weights: uniform or balanced")
+    parser.add_argument("--seed", type=int, default=None, help="override the preset's training seed")
     parser.add_argument("--sources", nargs="+", choices=("prior", "target"), default=["prior", "target"],
                         help="which training datasets to score (separate processes can share the cores)")
     parser.add_argument("--r50-steps", type=int, default=2)
@@ -96,7 +97,7 @@ def main() -> None:
         print(f"train_segmentation, syntagen budget (fp32, CPU augmentation), {args.trainer_iterations} iterations: "
               f"{ips:.2f} images/s, {per_it:.3f} s/iteration -> 10,000 iterations take {10_000 * per_it / 3600:.2f} h")
     small = budget_from("digit_scenes", iterations=args.iterations, lr=args.lr, pretrained=args.pretrained,
-                        class_weights=args.class_weights)
+                        class_weights=args.class_weights, seed=args.seed)
     sm = float("nan") if args.skip_throughput else throughput(small.backbone, small.crop_size, small.batch_size, small.num_classes, 20, dev)
     print(f"digit_scenes preset ({small.backbone} {small.crop_size}x{small.crop_size} batch {small.batch_size}): {sm:7.1f} images/s"
           f" -> {small.iterations} iterations take {small.iterations * small.batch_size / sm:.0f} s")
@@ -111,7 +112,7 @@ def main() -> None:
         t0 = time.perf_counter()
         result = train_segmentation(data, small, device=dev, show_progress=False)
         scores = evaluate_segmentation(result.model, test, small.num_classes, dev)
-        print(f"digit_scenes mIoU {scores['miou']:.3f} (pretrained={small.pretrained}, class_weights={small.class_weights})"
+        print(f"digit_scenes mIoU {scores['miou']:.3f} (pretrained={small.pretrained}, class_weights={small.class_weights}, seed {small.seed})"
               f" (pixel acc {scores['pixel_accuracy']:.3f}) from {name}, "
               f"{args.n} scenes, {result.iterations} it, {time.perf_counter() - t0:.0f} s, sha256 {result.checksum[:12]}")
 

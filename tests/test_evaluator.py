@@ -25,7 +25,8 @@ from datarena.evaluate.train import (
 from datarena.scenes.grammar import load_grammar
 from datarena.scenes.render import render
 
-TINY = dict(batch_size=4, crop_size=48, backbone="resnet18", num_classes=11, checkpoint_every=2, pretrained="none")
+TINY = dict(batch_size=4, crop_size=48, backbone="resnet18", num_classes=11, checkpoint_every=2, pretrained="none",
+            class_weights="uniform")
 
 
 def rendered_set(grammar: str, n: int, seed: int) -> SegmentationSet:
@@ -46,6 +47,9 @@ def test_presets_follow_the_challenge_rules():
     assert (b.iterations, b.batch_size, b.crop_size, b.backbone, b.num_classes) == (10_000, 8, 512, "resnet50", 21)
     assert (b.momentum, b.weight_decay, b.poly_power, b.aux_weight, b.scale_min, b.scale_max) == (0.9, 1e-4, 0.9, 0.5, 0.5, 2.0)
     assert PRESETS["syntagen-100k"].iterations == 100_000
+    assert (b.pretrained, b.class_weights) == ("none", "uniform")  # the challenge: ImageNet file, plain loss
+    small = PRESETS["digit_scenes"]
+    assert (small.backbone, small.crop_size, small.pretrained, small.class_weights) == ("resnet18", 64, "digits", "balanced")
     assert poly_lr(b, 0) == b.lr and poly_lr(b, 5000) == pytest.approx(b.lr * 0.5**0.9)
     with pytest.raises(Exception, match="unknown backbone"):
         budget_from("syntagen", backbone="vgg")
@@ -108,7 +112,7 @@ def binary(data: SegmentationSet) -> SegmentationSet:
 def test_short_training_rises_well_above_chance(digits, tmp_path):
     train, test = (binary(d) for d in digits)
     b = budget_from("digit_scenes", iterations=100, batch_size=8, crop_size=64, num_classes=2, checkpoint_every=1000,
-                  pretrained="none")
+                  pretrained="none", class_weights="uniform")
     untrained = evaluate_segmentation(train_segmentation(train, b.model_copy(update={"iterations": 1, "lr": 1e-9}),
                                                          show_progress=False).model, test, 2)
     trained = train_segmentation(train, b, show_progress=False)
