@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from datarena.data.segmentation import IGNORE, SegmentationSet, write_npz
+from datarena.data.segmentation import (
+    IGNORE,
+    SegmentationSet,
+    load_segmentation,
+    write_npz,
+    write_voc,
+)
 from datarena.evaluate.train import (
     PRESETS,
     augment,
@@ -78,6 +84,16 @@ def test_balanced_class_weights_follow_median_frequency():
     assert w[0] < w[1] < w[2]
     with pytest.raises(Exception, match="class_weights"):
         budget_from("digit_scenes", class_weights="inverse")
+
+
+def test_balanced_weights_read_voc_masks_and_reach_the_loss(digits, tmp_path):
+    train, _ = digits
+    voc = load_segmentation(write_voc(tmp_path / "voc", train))
+    assert torch.equal(class_frequency_weights(voc, 11), class_frequency_weights(train, 11))
+    b = budget_from("digit_scenes", iterations=2, **TINY)
+    uniform = train_segmentation(train, b, show_progress=False)
+    balanced = train_segmentation(train, b.model_copy(update={"class_weights": "balanced"}), show_progress=False)
+    assert balanced.checksum != uniform.checksum
 
 
 def test_batches_depend_only_on_seed_and_iteration(digits):

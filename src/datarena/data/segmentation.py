@@ -80,6 +80,9 @@ class SegmentationSet:
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         return self.images[i], self.masks[i]
 
+    def mask(self, i: int) -> np.ndarray:
+        return self.masks[i]
+
 
 # ------------------------------------------------------------------ writing
 
@@ -181,9 +184,11 @@ class VOCDataset:
         path = _find_image(self.root, name)
         if path is None:
             raise SourceNotFoundError(f"{self.root}/JPEGImages has no image for {name!r}.")
-        image = np.asarray(Image.open(path).convert("RGB"))
-        mask = np.asarray(Image.open(self.root / "SegmentationClass" / f"{name}.png"))
-        return image, mask
+        return np.asarray(Image.open(path).convert("RGB")), self.mask(i)
+
+    def mask(self, i: int) -> np.ndarray:
+        """Mask i alone (class statistics need no image decoding)."""
+        return np.asarray(Image.open(self.root / "SegmentationClass" / f"{self.names[i]}.png"))
 
 
 def load_segmentation(path: str | os.PathLike) -> SegmentationSet | VOCDataset:

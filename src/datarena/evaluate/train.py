@@ -133,11 +133,12 @@ def make_batch(dataset, budget: Budget, iteration: int) -> tuple[torch.Tensor, t
 
 
 def class_frequency_weights(dataset, num_classes: int) -> torch.Tensor:
-    """Median-frequency class weights of a dataset's masks (255 ignored); 1.0 for absent classes."""
+    """Median-frequency class weights of a dataset's masks (255 ignored); 1.0 for absent classes.
+    Reads masks only (`dataset.mask(i)`): no image is decoded."""
     pixels = np.zeros(num_classes, dtype=np.int64)  # pixels of class c
     exposure = np.zeros(num_classes, dtype=np.int64)  # labelled pixels of the images that contain c
     for i in range(len(dataset)):
-        mask = np.asarray(dataset[i][1])
+        mask = np.asarray(dataset.mask(i))
         counts = np.bincount(mask.ravel(), minlength=256)[:num_classes]
         pixels += counts
         exposure[counts > 0] += int(counts.sum())
