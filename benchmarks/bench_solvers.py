@@ -36,12 +36,13 @@ def run(spec, seed: int, solvers, mix_rate=None) -> list[dict]:
         rows.append({
             "ex": spec.id, "mix": spec.mix_rate, "seed": seed, "solver": s, "acc": sc["accuracy"],
             "wga": sc["worst_group_accuracy"], "reveals": len(oracle.revealed), "est": r.estimated_accuracy,
+            "p_beat": r.p_beats_default,
             "submit": bool(r.recommend_submit), "default": spec.default_score, "sec": r.seconds,
         })
         x = rows[-1]
         ok = "ok" if (not x["submit"] or x["acc"] >= x["default"]) else "BAD"
         print(f"{x['ex']:>4s} mix={x['mix']:<5g} seed={seed} {s:7s} acc={x['acc']:.3f} wga={x['wga']:.3f} "
-              f"reveals={x['reveals']} est={x['est']:.3f} {'submit ' if x['submit'] else 'abstain'} {ok} {x['sec']:5.1f}s",
+              f"reveals={x['reveals']} est={x['est']:.3f} P(>=default)={x['p_beat']:.2f} {'submit ' if x['submit'] else 'abstain'} {ok} {x['sec']:5.1f}s",
               flush=True)
     return rows
 

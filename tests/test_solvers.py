@@ -12,7 +12,7 @@ from datarena.errors import BudgetError, ConfigError
 from datarena.underspec import score
 from datarena.underspec.exercises import generate_exercise
 from datarena.underspec.solvers import LocalOracle, TrainConfig, solve
-from datarena.underspec.solvers.disambiguate import disambiguate
+from datarena.underspec.solvers.disambiguate import SUBMIT_CONFIDENCE, disambiguate
 from datarena.underspec.solvers.losses import disagreement_loss, pairwise_mutual_information
 from datarena.underspec.suite import load_suite
 
@@ -112,6 +112,33 @@ def test_disambiguation_distrusts_unreproduced_hypotheses():
     assert alone.estimate < trusted.estimate and alone.estimate < 0.8
 
 
+def test_submission_needs_odds_not_only_a_mean_above_the_default():
+    """As on 06 (two digits summed): one feature that every run finds, four that one run each
+    found. If it misses one of five answers, the mean estimate can still clear 0.8 while the odds that
+    it does are under 3:1; then the solver must abstain. Five of five is enough evidence to submit."""
+    rng = np.random.default_rng(0)
+    h0 = rng.integers(0, 2, 200)
+    hard = np.stack([h0] + [np.where(rng.random(200) < 0.7, h0, rng.integers(0, 2, 200)) for _ in range(4)])
+    probs = np.eye(2)[hard] * 0.9 + 0.05
+    support = np.array([4, 1, 1, 1, 1])
+
+    def run(pattern):
+        follows = iter(pattern)  # whether each answer agrees with the common feature
+        return disambiguate(probs, lambda d: int(h0[d]) if next(follows) else 1 - int(h0[d]), 5, np.ones(5),
+                            np.random.default_rng(0), support=support)
+
+    missed = run([1, 1, 1, 1, 0])
+    assert missed.chosen == 0 and missed.estimate >= 0.8 and missed.prob_at_least(0.8) < SUBMIT_CONFIDENCE
+    assert not missed.recommend_submit(0.8)
+    clean = run([1, 1, 1, 1, 1])
+    assert clean.chosen == 0 and clean.recommend_submit(0.8)
+    for res in (missed, clean):  # a probability over the chosen labels' accuracy
+        assert res.prob_at_least(0.0) == pytest.approx(1.0) and res.prob_at_least(1.01) == 0.0
+        grid = [res.prob_at_least(x) for x in np.linspace(0, 1, 21)]
+        assert all(a >= b - 1e-12 for a, b in zip(grid[:-1], grid[1:], strict=True))
+        assert sum(m for m, _ in res.atoms) + res.none_beta[0] == pytest.approx(1.0)
+
+
 def test_halves_trunk_cannot_tell_sides_apart():
     from datarena.underspec.solvers.models import make_model
 
@@ -155,6 +182,7 @@ def test_image_exercise_runs_and_reports(tmp_path):
     res = solve(b, "divdis", LocalOracle(b.y_target), config=TrainConfig(steps=40, restarts=1), out_dir=tmp_path)
     assert res.labels.shape == (200,) and set(np.unique(res.labels)) <= {0, 1}
     assert 0 <= res.estimated_accuracy <= 1 and 1 <= res.n_hypotheses <= 2
+    assert res.recommend_submit == (res.estimated_accuracy >= res.default_score and res.p_beats_default >= SUBMIT_CONFIDENCE)
     assert res.saliency_png.exists()
 
 

@@ -197,6 +197,7 @@ def solve_cmd(
     from datarena.data.bundle import read_bundle
     from datarena.underspec import score
     from datarena.underspec.solvers import LocalOracle, solve
+    from datarena.underspec.solvers.disambiguate import SUBMIT_CONFIDENCE
 
     if server:
         from datarena.server.client import ArenaClient, ServerOracle
@@ -222,9 +223,12 @@ def solve_cmd(
     if server and submit and result.recommend_submit:
         report["submission"] = client.submit(exercise, result.labels)
     (out / f"{bundle.dirname}_{solver}_report.json").write_text(json.dumps(report, indent=2, default=str))
-    verdict = "submit" if result.recommend_submit else "abstain (estimate below the default score)"
+    verdict = "submit" if result.recommend_submit else (
+        f"abstain (submitting needs an estimate of at least {result.default_score:g} and "
+        f"P(accuracy >= default) of at least {SUBMIT_CONFIDENCE:g})")
     console.print(f"{bundle.dirname} {solver}: {len(result.reveals)} reveals, estimated accuracy "
-                  f"{result.estimated_accuracy:.3f} -> {verdict}; {result.seconds:.1f}s")
+                  f"{result.estimated_accuracy:.3f}, P(accuracy >= default {result.default_score:g}) "
+                  f"{result.p_beats_default:.2f} -> {verdict}; {result.seconds:.1f}s")
     if "score" in report:
         console.print(f"  true target accuracy {report['score']['accuracy']:.3f}, worst group {report['score']['worst_group_accuracy']:.3f}")
     console.print(f"  labels: {labels_path}\n  saliency: {result.saliency_png}")

@@ -41,7 +41,7 @@ def run_demo(out: Path, seed: int = 42, console: Console | None = None, linger: 
         arena.validate_team("demo_team")
         exercises = client.exercises()
         console.rule(f"3. solving {len(exercises)} exercises through HTTP with {solver} (at most 5 reveals each)")
-        table = Table("exercise", "reveals", "estimated acc", "decision", "score", "seconds")
+        table = Table("exercise", "reveals", "estimated acc", "P(>= default)", "decision", "score", "seconds")
         for ex in exercises:
             bundle = read_bundle(client.download(ex["id"], out / "downloads"), hidden=False)
             oracle = ServerOracle(client, ex["id"])
@@ -53,7 +53,7 @@ def run_demo(out: Path, seed: int = 42, console: Console | None = None, linger: 
             else:
                 decision, shown = "abstain", f"{ex['default_score']:.3f} (default)"
             table.add_row(f"{ex['id']} {ex['name']}", str(len(oracle.revealed)), f"{result.estimated_accuracy:.3f}",
-                          decision, shown, f"{result.seconds:.1f}")
+                          f"{result.p_beats_default:.2f}", decision, shown, f"{result.seconds:.1f}")
             console.print(f"  {ex['id']} {ex['name']}: {decision}, {len(oracle.revealed)} reveals, {result.seconds:.1f}s")
         console.print(table)
         console.rule("4. leaderboard")

@@ -46,7 +46,8 @@ class SolveResult:
     estimated_accuracy: float  # the solver's own estimate of its target accuracy
     disagreement_fraction: float
     default_score: float
-    recommend_submit: bool
+    recommend_submit: bool  # estimate >= default and P(accuracy >= default) >= SUBMIT_CONFIDENCE
+    p_beats_default: float  # the solver's posterior probability that the labels score at least the default
     seconds: float
     saliency_png: Path | None = None
     posterior: dict | None = None  # how the revealed labels were explained (see disambiguate)
@@ -56,6 +57,7 @@ class SolveResult:
         return {
             "solver": self.solver, "exercise_id": self.exercise_id, "chosen_head": self.chosen_head,
             "reveals": len(self.reveals), "estimated_accuracy": round(self.estimated_accuracy, 4),
+            "p_beats_default": round(self.p_beats_default, 4),
             "recommend_submit": self.recommend_submit, "seconds": round(self.seconds, 2),
         }
 
@@ -176,7 +178,8 @@ def solve(
         estimated_accuracy=result.estimate,
         disagreement_fraction=result.disagreement_fraction,
         default_score=default,
-        recommend_submit=result.estimate >= default,
+        recommend_submit=result.recommend_submit(default),
+        p_beats_default=result.prob_at_least(default),
         seconds=time.perf_counter() - t0,
         saliency_png=saliency_png,
         hypotheses=hypotheses.astype(np.int64),

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+from scipy.special import betainc
 
 from datarena.errors import BudgetError
 
@@ -15,6 +16,7 @@ ERR = 0.05  # estimate: chance that the right hypothesis is wrong on one reveale
 PRIOR_COIN = 0.5  # prior mass of "unresolvable": the truth is a coin flip where the top two disagree
 PRIOR_OTHER = 0.1  # prior mass of "none of the hypotheses": answers match at an unknown rate
 UNREPRODUCED_TRUST = 0.1  # prior weight of a hypothesis that only one run found, relative to a reproduced one
+SUBMIT_CONFIDENCE = 0.75  # submit only at 3:1 odds that the labels beat the default (a wrong submission costs 3x a missed one)
 
 
 class Oracle(Protocol):
@@ -53,6 +55,20 @@ class Disambiguation:
     estimate: float  # estimated target accuracy of the chosen hypothesis
     disagreement_fraction: float  # share of target rows where some hypothesis disputes the chosen one
     posterior: dict = field(default_factory=dict)  # "hypotheses", "unresolvable", "none": how the answers were explained
+    # the posterior over the chosen hypothesis's target accuracy: a point mass (mass, accuracy) per
+    # hypothesis and for "unresolvable", and for "none" an accuracy ~ Beta(a, b) with its mass
+    atoms: list[tuple[float, float]] = field(default_factory=list)
+    none_beta: tuple[float, float, float] = (0.0, 2.0, 2.0)  # (mass, a, b)
+
+    def prob_at_least(self, score: float) -> float:
+        """Posterior probability that the chosen hypothesis's target accuracy is at least `score`."""
+        mass, a, b = self.none_beta
+        p = sum(m for m, acc in self.atoms if acc >= score)
+        return float(min(1.0, p + mass * (1.0 - betainc(a, b, min(max(score, 0.0), 1.0)))))
+
+    def recommend_submit(self, default_score: float, confidence: float = SUBMIT_CONFIDENCE) -> bool:
+        """Submit when the expected accuracy reaches the default score and, at `confidence`, beats it."""
+        return self.estimate >= default_score and self.prob_at_least(default_score) >= confidence
 
 
 def _log_beta(a: float, b: float) -> float:
@@ -153,7 +169,8 @@ def disambiguate(
     logp = np.concatenate(parts)
     post = np.exp(logp - logp.max())
     post /= post.sum()
-    estimate = float(post @ np.concatenate(accs))
+    acc_all = np.concatenate(accs)
+    estimate = float(post @ acc_all)
     w = post[:n_hyp] / max(post[:n_hyp].sum(), 1e-300)
     return Disambiguation(
         chosen=chosen,
@@ -161,6 +178,8 @@ def disambiguate(
         reveals=reveals,
         estimate=estimate,
         disagreement_fraction=f_split,
+        atoms=[(float(p), float(a)) for p, a in zip(post[:-1], acc_all[:-1], strict=True)],
+        none_beta=(float(post[-1]), float(m + 2), float(r - m + 2)),
         posterior={"hypotheses": float(post[:n_hyp].sum()),
                    "unresolvable": float(post[n_hyp]) if len(post) == n_hyp + 2 else 0.0,
                    "none": float(post[-1])},
