@@ -52,13 +52,18 @@ class Disambiguation:
     chosen: int
     weights: np.ndarray
     reveals: list[tuple[int, int]]  # (datum_id, class index)
-    estimate: float  # estimated target accuracy of the chosen hypothesis
     disagreement_fraction: float  # share of target rows where some hypothesis disputes the chosen one
     posterior: dict = field(default_factory=dict)  # "hypotheses", "unresolvable", "none": how the answers were explained
     # the posterior over the chosen hypothesis's target accuracy: a point mass (mass, accuracy) per
     # hypothesis and for "unresolvable", and for "none" an accuracy ~ Beta(a, b) with its mass
     atoms: list[tuple[float, float]] = field(default_factory=list)
     none_beta: tuple[float, float, float] = (0.0, 2.0, 2.0)  # (mass, a, b)
+
+    @property
+    def estimate(self) -> float:
+        """Estimated target accuracy of the chosen hypothesis: the posterior mean."""
+        mass, a, b = self.none_beta
+        return float(sum(m * acc for m, acc in self.atoms) + mass * a / (a + b))
 
     def prob_at_least(self, score: float) -> float:
         """Posterior probability that the chosen hypothesis's target accuracy is at least `score`."""
@@ -164,21 +169,17 @@ def disambiguate(
         accs.append(np.array([(1 - f_split) * agree_acc + f_split / n_classes]))
     # match rate ~ Beta(2, 2), centred on a coin: marginal likelihood B(m+2, r-m+2) / B(2, 2), mean (m+2)/(r+4)
     ll_other = _log_beta(m + 2, r - m + 2) - _log_beta(2, 2)
-    parts.append(np.array([np.log(PRIOR_OTHER) + ll_other]))
-    accs.append(np.array([(m + 2) / (r + 4)]))
+    parts.append(np.array([np.log(PRIOR_OTHER) + ll_other]))  # its accuracy: none_beta below
     logp = np.concatenate(parts)
     post = np.exp(logp - logp.max())
     post /= post.sum()
-    acc_all = np.concatenate(accs)
-    estimate = float(post @ acc_all)
     w = post[:n_hyp] / max(post[:n_hyp].sum(), 1e-300)
     return Disambiguation(
         chosen=chosen,
         weights=w,
         reveals=reveals,
-        estimate=estimate,
         disagreement_fraction=f_split,
-        atoms=[(float(p), float(a)) for p, a in zip(post[:-1], acc_all[:-1], strict=True)],
+        atoms=[(float(p), float(a)) for p, a in zip(post[:-1], np.concatenate(accs), strict=True)],
         none_beta=(float(post[-1]), float(m + 2), float(r - m + 2)),
         posterior={"hypotheses": float(post[:n_hyp].sum()),
                    "unresolvable": float(post[n_hyp]) if len(post) == n_hyp + 2 else 0.0,
