@@ -50,11 +50,37 @@ def fast_challenge(data_dir: Path, database_url: str | None = None, **over):
     return ChallengeSpec.model_validate(params)
 
 
+# A fixed server secret lets every test arena reuse one generated phase 1 (seed 42).
+TEST_SERVER_SECRET = bytes(range(32))
+
+
+def test_phase_secret(number: int = 1, seed: int = 42) -> str:
+    from datarena.server.phases import phase_secret
+
+    return phase_secret(TEST_SERVER_SECRET, number, seed)
+
+
+test_phase_secret.__test__ = False  # a helper, not a test
+
+
+def install_phase_cache(phase_data_cache: Path, data_dir: Path) -> None:
+    """Give a fresh data directory the test server secret and a copy of its phase-1 data."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = data_dir / "server-secret"
+    secret.write_text(TEST_SERVER_SECRET.hex() + "\n")
+    secret.chmod(0o600)
+    shutil.copytree(phase_data_cache, data_dir / "phase-1")
+
+
 @pytest.fixture(scope="session")
 def phase_data_cache(tmp_path_factory) -> Path:
-    """Phase-1 data generated once; arenas copy it instead of regenerating."""
-    out = tmp_path_factory.mktemp("phasecache") / "phase-1-seed42"
-    generate_suite(load_suite(), 42, out, SourceConfig(), only=SERVER_EXERCISES, progress=False)
+    """Phase-1 data generated once from the test secret; arenas copy it instead of regenerating."""
+    from datarena.server.phases import commitment, generation_seed
+
+    secret = test_phase_secret()
+    out = tmp_path_factory.mktemp("phasecache") / "phase-1"
+    generate_suite(load_suite(), generation_seed(secret), out, SourceConfig(), only=SERVER_EXERCISES,
+                   progress=False, public_extra={"commitment": commitment(secret)})
     return out
 
 
@@ -93,7 +119,7 @@ def backend(request, tmp_path_factory, phase_data_cache):
     from datarena.server.runner import BackgroundServer
 
     data_dir = tmp_path_factory.mktemp(f"arena-{request.param}")
-    shutil.copytree(phase_data_cache, data_dir / "phase-1-seed42")
+    install_phase_cache(phase_data_cache, data_dir)
     db_url = None
     if request.param == "postgresql":
         db_url = _postgres_url()

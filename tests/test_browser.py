@@ -9,7 +9,7 @@ import pytest
 
 from datarena.server.arena import Arena
 from datarena.server.runner import BackgroundServer
-from tests.conftest import fast_challenge
+from tests.conftest import fast_challenge, install_phase_cache
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -30,7 +30,7 @@ def browser():
 
 
 def test_register_submit_and_see_leaderboard(browser, tmp_path, phase_data_cache, artifacts):
-    shutil.copytree(phase_data_cache, tmp_path / "phase-1-seed42")
+    install_phase_cache(phase_data_cache, tmp_path)
     arena = Arena(fast_challenge(tmp_path))
     arena.start(progress=False)
     y = arena.exercise(arena.phases()[-1], "00").hidden()[0]

@@ -51,12 +51,12 @@ def test_missing_source_option(tmp_path, missing):
 def test_solve_command_local_oracle(suite_dir, tmp_path):
     import json
 
-    res = run("solve", str(suite_dir / "public" / "00_toy"), "--solver", "divdis", "--oracle", "local", "--out", str(tmp_path))
+    res = run("solve", str(suite_dir / "public" / "00_toy_dataset"), "--solver", "divdis", "--oracle", "local", "--out", str(tmp_path))
     assert res.returncode == 0, res.stderr
-    labels = (tmp_path / "00_toy_divdis_labels.csv").read_text().split()
+    labels = (tmp_path / "00_toy_dataset_divdis_labels.csv").read_text().split()
     assert len(labels) == 500 and set(labels) <= {"0", "1"}
-    report = json.loads((tmp_path / "00_toy_divdis_report.json").read_text())
+    report = json.loads((tmp_path / "00_toy_dataset_divdis_report.json").read_text())
     assert len(report["reveals"]) <= 5 and report["score"]["accuracy"] >= 0.9
-    assert (tmp_path / "00_toy_divdis_saliency.png").exists()
-    bad = run("solve", str(suite_dir / "public" / "00_toy"), "--oracle", "crystal-ball", "--out", str(tmp_path))
+    assert (tmp_path / "00_toy_dataset_divdis_saliency.png").exists()
+    bad = run("solve", str(suite_dir / "public" / "00_toy_dataset"), "--oracle", "crystal-ball", "--out", str(tmp_path))
     assert bad.returncode == 2 and "unknown oracle" in bad.stderr

@@ -29,7 +29,11 @@ def bundles(suite_dir):
 
 
 def test_suite_index_lists_generated_and_skipped(suite_dir):
-    index = json.loads((suite_dir / "public" / "suite.json").read_text())
+    # public/ holds only exercise folders: int(name.split('_')[0]) works on every entry
+    assert sorted(int(p.name.split("_")[0]) for p in (suite_dir / "public").iterdir()) == sorted(
+        int(e.id) for e in EMBEDDED)
+    assert {"00_toy_dataset", "23_mnist_embed", "456_mnist_embed"} <= {p.name for p in (suite_dir / "public").iterdir()}
+    index = json.loads((suite_dir / "suite.json").read_text())
     status = {e["id"]: e["status"] for e in index["exercises"]}
     assert status.pop("888") == "skipped"
     assert set(status.values()) == {"ok"}
@@ -45,8 +49,14 @@ def test_public_and_private_files_are_apart(suite_dir):
     )
     assert {"y_val.npy", "groups_val.npy", "groups_unlabeled.npy"} <= {p.name for p in priv.iterdir()}
     meta = json.loads((pub / "meta.json").read_text())
-    assert meta["seed"] == 42 and meta["generator"] == "mnist_cc"
-    assert meta["source"]["name"] == "mnist-embedded-5k"
+    private = json.loads((priv / "meta.json").read_text())
+    # public meta: the task, never how it was made
+    assert set(meta) == {"exercise_id", "name", "classes", "datarena_version", "shapes", "dtypes", "splits",
+                         "points", "default_score", "description", "sha256"}
+    assert meta["splits"] == {"labeled": 167, "unlabeled": 499, "target": 167}
+    assert meta["dtypes"]["X_val"] == "float32"
+    assert private["seed"] == 42 and private["generator"] == "mnist_cc"
+    assert private["source"]["name"] == "mnist-embedded-5k"
     assert set(meta["sha256"]) == {"X_labeled.npy", "y_labeled.npy", "X_unlabeled.npy", "X_val.npy"}
     assert "y_val" not in json.dumps(meta)
 
@@ -84,7 +94,84 @@ def test_mix_rate_of_unlabeled_and_target_groups(bundles, spec):
 
 def test_default_mnist_size_uses_every_embedded_digit(bundles):
     b = bundles["01"]
-    assert len(b.X_labeled) + len(b.X_unlabeled) + len(b.X_target) == 1000  # 500 zeros + 500 ones
+    # 1,000 zeros and ones: 833 rows' cores + 167 partners used by target rows only
+    assert len(b.X_labeled) + len(b.X_unlabeled) + len(b.X_target) == 833
+
+
+def _halves(X: np.ndarray) -> np.ndarray:
+    """Every 28x28 half-image of a batch of (1, 28, 56) rows, flattened: (2n, 784)."""
+    return np.concatenate([X[:, 0, :, :28], X[:, 0, :, 28:]]).reshape(-1, 28 * 28)
+
+
+def _nearest_sq_dist(queries: np.ndarray, refs: np.ndarray) -> np.ndarray:
+    q2, r2 = (queries**2).sum(1), (refs**2).sum(1)
+    return (q2[:, None] + r2[None] - 2 * queries @ refs.T).min(1)
+
+
+@pytest.mark.parametrize("ex", ["01", "02", "03", "12", "13"])
+def test_no_target_half_appears_anywhere_else(bundles, ex):
+    """Two noisy copies of one digit are ~0.63 apart (squared); the closest distinct 1s are ~17."""
+    b = bundles[ex]
+    tgt = _halves(b.X_target)
+    constant = np.zeros(len(tgt), bool)
+    if ex in ("02", "03"):  # the class's constant image is shared by design: skip those halves
+        consts = _halves(b.X_labeled)
+        constant = _nearest_sq_dist(tgt, consts) < 5 * 784 * 0.02**2 * 2
+        constant &= np.isin(np.arange(len(tgt)) % len(b.X_target), np.arange(len(b.X_target)))
+    others = _halves(np.concatenate([b.X_labeled, b.X_unlabeled]))
+    d = _nearest_sq_dist(tgt[~constant], others)
+    assert d.min() > 5, f"a target half of {ex} reappears in the labeled/unlabeled arrays"
+    # nor in another target row
+    n = len(b.X_target)
+    d_tt = ((tgt[:, None] - tgt[None]) ** 2).sum(-1)
+    same_row = (np.arange(2 * n)[:, None] % n) == (np.arange(2 * n)[None] % n)
+    d_tt[same_row] = np.inf
+    d_tt[constant] = np.inf
+    d_tt[:, constant] = np.inf
+    assert d_tt.min() > 5
+
+
+def test_target_images_are_exclusive_in_the_row_plan():
+    from datarena.underspec.exercises import TARGET, exercise_rng, plan_images
+    from datarena.data.sources import load_mnist
+
+    src = load_mnist()
+    pool = np.flatnonzero(np.isin(src.labels, [0, 7]))
+    for n_partners, n_independent in ((1, 0), (2, 1)):
+        plan = plan_images(src.labels, pool, [0, 7], 0.5, exercise_rng(SUITE.get("07"), 1),
+                           n_partners=n_partners, n_independent=n_independent)
+        tgt = plan.split == TARGET
+        target_images = np.concatenate([plan.core[tgt], plan.partners[tgt].ravel()])
+        other_images = np.concatenate([plan.core[~tgt], plan.partners[~tgt].ravel()])
+        assert len(np.unique(target_images)) == len(target_images)  # once within the target set
+        assert not np.isin(target_images, other_images).any()  # and nowhere else
+        assert len(np.unique(plan.core)) == len(plan.core)
+        assert (src.labels[plan.partners[:, 0]] == plan.spurious).all()
+        assert not plan.unique_images  # 1,000 images are too few to use each once
+
+
+def test_large_source_uses_every_image_once():
+    from datarena.underspec.exercises import exercise_rng, plan_images
+
+    labels = np.repeat([0, 1], 6000)  # a 12,000-image source, like full MNIST's 0/1 pair
+    plan = plan_images(labels, np.arange(len(labels)), [0, 1], 0.5, exercise_rng(SUITE.get("01"), 3), n_partners=1)
+    used = np.concatenate([plan.core, plan.partners.ravel()])
+    assert plan.unique_images and len(plan.core) == 5700
+    assert len(np.unique(used)) == len(used)
+    assert (labels[plan.partners[:, 0]] == plan.spurious).all()
+
+
+def test_07_third_digit_is_independent_of_the_label():
+    from datarena.underspec.exercises import exercise_rng, plan_images
+    from datarena.data.sources import load_mnist
+
+    src = load_mnist()
+    pool = np.flatnonzero(np.isin(src.labels, [0, 7]))
+    plan = plan_images(src.labels, pool, [0, 7], 0.5, exercise_rng(SUITE.get("07"), 2), n_partners=2, n_independent=1)
+    lab = plan.split == 0
+    third = src.labels[plan.partners[lab, 1]]
+    assert 0.35 < np.mean(third == plan.label[lab]) < 0.65  # a coin flip, even in the labeled set
+    assert (src.labels[plan.partners[lab, 0]] == plan.label[lab]).all()  # the second digit is correlated
 
 
 # ----- the spurious cue, read off the pixels
@@ -153,7 +240,8 @@ def test_noise_level_cue(bundles):
 
 
 def test_trojan_in_13(bundles):
-    assert bundles["13"].meta["source"]["trojan_rows"] > 0  # about 3% of 200 labeled rows
+    assert bundles["13"].meta["source"]["trojan_rows"] > 0  # about 3% of 167 labeled rows (private meta)
+    assert "source" not in bundles["13"].public_meta
     spec = SUITE.get("13")
     clean = generate_exercise(spec.model_copy(update={"params": {"trojan_rate": 0.0}}), 5)
     poisoned = generate_exercise(spec.model_copy(update={"params": {"trojan_rate": 1.0}}), 5)
@@ -223,12 +311,12 @@ def test_score_from_directory(suite_dir, bundles):
 
 def test_score_rejects_wrong_length_and_foreign_labels(bundles):
     b = bundles["01"]
-    with pytest.raises(SubmissionError, match=r"expected 200 labels"):
+    with pytest.raises(SubmissionError, match=r"expected 167 labels"):
         score(b, b.y_target[:-1])
     with pytest.raises(SubmissionError, match=r"not classes of this exercise.*\[0, 1\]"):
-        score(b, np.full(200, 7))
+        score(b, np.full(167, 7))
     with pytest.raises(SubmissionError, match="integers"):
-        score(b, np.full(200, 0.5))
+        score(b, np.full(167, 0.5))
 
 
 # ----- bad input writes nothing
@@ -261,7 +349,7 @@ def test_existing_output_needs_force(tmp_path):
         generate_suite(SUITE, 1, out, only=["00"], progress=False)
     assert (out / "keep.txt").read_text() == "mine" and len(list(out.iterdir())) == 1
     generate_suite(SUITE, 1, out, only=["00"], force=True, progress=False)
-    assert not (out / "keep.txt").exists() and (out / "public" / "00_toy" / "X_val.npy").exists()
+    assert not (out / "keep.txt").exists() and (out / "public" / "00_toy_dataset" / "X_val.npy").exists()
 
 
 def test_failure_midway_leaves_no_half_dataset(tmp_path, monkeypatch):

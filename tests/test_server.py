@@ -163,7 +163,8 @@ def test_submission_errors_then_one_accepted(backend):
     cases = [
         (as_csv(y[:-1]), 422, f"expected {n} labels"),
         (b"label\n" + as_csv(y[1:]), 422, "header"),
-        (b"0\n" * (n - 1) + b"0.5\n", 422, "non-integer"),
+        (b"0\n" * (n - 1) + b"0.5\n", 422, "labels must be integers"),
+        ("".join(f"{float(v)}\n" for v in y).encode(), 422, "labels must be integers: line 1 holds"),
         (as_csv(np.full(n, 7)), 422, "not classes"),
         (b"", 422, "empty"),
         (b"".join(f"{i},{v}\n".encode() for i, v in enumerate(y)), 422, "index"),
@@ -235,7 +236,7 @@ def test_downloads_are_public_only(backend, tmp_path):
     assert set(listing["files"]) == {"X_labeled.npy", "y_labeled.npy", "X_unlabeled.npy", "X_val.npy", "meta.json", "preview.png"}
     r = httpx.get(f"{url}/api/exercises/01/files/X_val.npy")
     arr = np.load(io.BytesIO(r.content))
-    assert arr.shape == (200, 1, 28, 56)
+    assert arr.shape == (167, 1, 28, 56)
     for bad in ("y_val.npy", "groups_val.npy", "..%2F..%2Fprivate%2F01_mnist_cc%2Fy_val.npy"):
         assert httpx.get(f"{url}/api/exercises/01/files/{bad}").status_code == 404
     path = c.download("01", tmp_path)
@@ -258,7 +259,7 @@ def test_hidden_labels_and_other_reveals_never_leak(backend):
 def test_exercise_page_and_unknown_exercise(backend):
     arena, url = backend
     page = httpx.get(f"{url}/exercises/01", headers={"accept": "text/html"})
-    assert page.status_code == 200 and "Two digits side by side" in page.text and "X_val.npy" in page.text
+    assert page.status_code == 200 and "two features: left and right" in page.text and "X_val.npy" in page.text
     assert httpx.get(f"{url}/api/exercises/99").status_code == 404
 
 
@@ -285,7 +286,9 @@ def test_new_phase_keeps_old_results(backend):
     old_phase = arena.phases()[-1]
     arena.open_phase(seed=7, name=f"phase-{uuid.uuid4().hex[:4]}", progress=False)
     board = c.leaderboard()
-    assert board["phase"]["seed"] == 7
+    new_phase = arena.phases()[-1]
+    assert board["phase"]["id"] == new_phase.id and "seed" not in board["phase"]
+    assert board["phase"]["commitment"] == new_phase.commitment != old_phase.commitment
     row = next(r for r in board["rows"] if r["team"] == c.username)
     assert row["exercises"]["00"]["submitted"] is False
     # new data, fresh budget, same team may submit again
@@ -301,13 +304,11 @@ def test_new_phase_keeps_old_results(backend):
 
 
 def test_rate_limited_failed_logins(tmp_path, phase_data_cache):
-    import shutil
-
     from datarena.server.arena import Arena
     from datarena.server.runner import BackgroundServer
-    from tests.conftest import fast_challenge
+    from tests.conftest import fast_challenge, install_phase_cache
 
-    shutil.copytree(phase_data_cache, tmp_path / "phase-1-seed42")
+    install_phase_cache(phase_data_cache, tmp_path)
     arena = Arena(fast_challenge(tmp_path, login_failures_allowed=3))
     arena.start(progress=False)
     with BackgroundServer(arena) as url:
@@ -324,7 +325,8 @@ def test_rate_limited_failed_logins(tmp_path, phase_data_cache):
 def test_web_login_logout_and_phases(backend):
     arena, url = backend
     c = new_team(arena, url)
-    assert httpx.get(f"{url}/api/phases").json()[0]["seed"] == 42
+    first = httpx.get(f"{url}/api/phases").json()[0]
+    assert "seed" not in first and len(first["commitment"]) == 64
     assert httpx.get(f"{url}/api/health").json()["status"] == "ok"
     with httpx.Client(base_url=url, headers={"accept": "text/html"}) as browser:
         token = browser.get("/login").text.split('name="csrf_token" value="')[1].split('"')[0]

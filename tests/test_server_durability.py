@@ -18,13 +18,13 @@ import yaml
 from datarena.server.arena import Arena
 from datarena.server.config import load_challenge
 from datarena.server.runner import free_port
-from tests.conftest import SERVER_EXERCISES
+from tests.conftest import SERVER_EXERCISES, install_phase_cache
 
 PASSWORD = "correct horse battery"
 
 
 def write_challenge(tmp_path, phase_data_cache):
-    shutil.copytree(phase_data_cache, tmp_path / "data" / "phase-1-seed42")
+    install_phase_cache(phase_data_cache, tmp_path / "data")
     path = tmp_path / "challenge.yaml"
     path.write_text(yaml.safe_dump({
         "title": "durability", "data_dir": "data", "exercises": [{"id": e} for e in SERVER_EXERCISES],
@@ -142,9 +142,9 @@ def test_admin_cli(tmp_path, phase_data_cache):
     export = run("export-results", "--out", str(tmp_path / "res.csv"))
     assert export.returncode == 0
     text = (tmp_path / "res.csv").read_text().splitlines()
-    assert text[0].startswith("phase,seed,team,exercise_id") and "cli_team" in text[1] and ",1.0," in text[1]
+    assert text[0].startswith("phase,commitment,secret,team,exercise_id") and "cli_team" in text[1] and ",1.0," in text[1]
     phase = run("new-phase", "--seed", "9")
     assert phase.returncode == 0, phase.stderr
     phases = arena.phases()
     assert [p.seed for p in phases] == [42, 9] and token_team.name == "cli_team"
-    assert (tmp_path / "data" / "phase-2-seed9" / "public" / "00_toy" / "X_val.npy").exists()
+    assert (tmp_path / "data" / "phase-2" / "public" / "00_toy_dataset" / "X_val.npy").exists()

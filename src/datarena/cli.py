@@ -68,15 +68,22 @@ def generate_suite_cmd(
     mix_rate: float = typer.Option(None, "--mix-rate", help="Override every exercise's mix rate."),
     only: list[str] = typer.Option(None, "--only", help="Generate only these exercise ids (repeatable)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing non-empty output directory."),
+    secret: str = typer.Option(None, "--secret", help="A served phase's revealed secret (64 hex digits) instead of --seed."),
     mnist_dir: Path = MNIST_DIR,
     cifar_dir: Path = CIFAR_DIR,
     faces_dir: Path = FACES_DIR,
 ) -> None:
-    """Generate the whole exercise suite from a seed."""
+    """Generate the whole exercise suite from a seed (or a revealed phase secret)."""
     from datarena.underspec.generate import generate_suite
     from datarena.underspec.suite import load_suite
 
-    results = generate_suite(load_suite(suite), seed, out, _sources(mnist_dir, cifar_dir, faces_dir), force=force, only=only, mix_rate=mix_rate)
+    extra = None
+    if secret:
+        from datarena.server import phases
+
+        seed, extra = phases.generation_seed(secret), {"commitment": phases.commitment(secret)}
+    results = generate_suite(load_suite(suite), seed, out, _sources(mnist_dir, cifar_dir, faces_dir), force=force,
+                             only=only, mix_rate=mix_rate, public_extra=extra)
     print_generation(results, out)
 
 
@@ -176,7 +183,42 @@ def admin_new_phase(seed: int = typer.Option(..., "--seed", help="Seed of the re
     """Regenerate every exercise with a new seed and open a new phase (old results are kept)."""
     arena = _arena(challenge, data_dir)
     phase = arena.open_phase(seed, name)
-    console.print(f"opened {phase.name} (seed {phase.seed}); data in {phase.data_dir}")
+    console.print(f"opened {phase.name}; commitment {phase.commitment}; data in {phase.data_dir}")
+
+
+@admin_app.command("reveal-seed")
+def admin_reveal_seed(phase: int = typer.Argument(..., help="Phase id (see GET /api/phases)."),
+                      challenge: Path = CHALLENGE, data_dir: Path = DATA_DIR) -> None:
+    """Publish a closed phase's secret (API, page, export) so anyone can verify its data."""
+    p = _arena(challenge, data_dir).reveal_phase_secret(phase)
+    console.print(f"{p.name}: secret {p.revealed_secret} (commitment {p.commitment}) is now public.\n"
+                  f"Anyone can check the phase: datarena verify-phase SERVER_URL --phase {p.id}")
+
+
+@app.command("verify-phase")
+def verify_phase_cmd(
+    url: str = typer.Argument(..., help="The challenge server, e.g. http://127.0.0.1:8000"),
+    phase: int = typer.Option(..., "--phase", help="Phase id whose secret was revealed."),
+    downloads: Path = typer.Option(None, "--downloads", help="Your downloads (DIR/<id>_<name>/...) to check too."),
+    work_dir: Path = typer.Option(None, "--work-dir", help="Keep the regenerated phase here (default: a temporary directory)."),
+    mnist_dir: Path = MNIST_DIR,
+    cifar_dir: Path = CIFAR_DIR,
+    faces_dir: Path = FACES_DIR,
+) -> None:
+    """Regenerate a closed phase from its revealed secret; check the commitment, files and hidden labels."""
+    from datarena.server.verify import fetch_verification, verify_phase
+
+    info = fetch_verification(url, phase)
+    report = verify_phase(info, work_dir, downloads, _sources(mnist_dir, cifar_dir, faces_dir), progress=True)
+    mark = lambda ok: "[green]ok[/]" if ok else ("-" if ok is None else "[red]MISMATCH[/]")  # noqa: E731
+    console.print(f"{report.phase}: commitment {report.commitment} {mark(report.commitment_ok)}")
+    table = Table("exercise", "public files", "hidden labels", "your downloads", "problems")
+    for e in report.exercises:
+        table.add_row(e.dirname, mark(e.public_ok), mark(e.hidden_ok), mark(e.downloads_ok), "; ".join(e.problems))
+    console.print(table)
+    if not report.ok:
+        raise DatarenaError(f"{report.phase} does not match its revealed secret.")
+    console.print(f"[green]{report.phase} verified[/]: the revealed secret regenerates every file and hidden label.")
 
 
 @app.command("solve")

@@ -3,6 +3,10 @@
 Public files (what participants get): X_labeled.npy, y_labeled.npy, X_unlabeled.npy,
 X_val.npy (the target set), meta.json. Private files (kept apart): y_val.npy,
 groups_val.npy, groups_unlabeled.npy, meta.json.
+
+The public meta.json holds only what the task needs (ids, classes, shapes, dtypes, split
+sizes, points, default score, description, file checksums, and a served phase's
+commitment); how the data were made (generator, parameters, seed, source) is private.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ class ExerciseBundle:
     groups_target: np.ndarray | None = None
     groups_unlabeled: np.ndarray | None = None
     classes: tuple[int, ...] = ()
-    meta: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)  # private: generator, parameters, seed, source
+    public_meta: dict = field(default_factory=dict)  # served: points, default score, description
 
     @property
     def dirname(self) -> str:
@@ -70,18 +75,23 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def write_bundle(bundle: ExerciseBundle, public_dir: Path, private_dir: Path) -> None:
+def write_bundle(bundle: ExerciseBundle, public_dir: Path, private_dir: Path, public_extra: dict | None = None) -> None:
     """Write the public and private halves (directories are created; callers make them atomic)."""
     public_dir.mkdir(parents=True, exist_ok=True)
     private_dir.mkdir(parents=True, exist_ok=True)
     arrays = bundle.arrays()
+    public = {k: v for k, v in arrays.items() if k in PUBLIC_ARRAYS}
     base_meta = {
         "exercise_id": bundle.exercise_id,
         "name": bundle.name,
         "classes": [int(c) for c in bundle.classes],
         "datarena_version": __version__,
-        "shapes": {k: list(v.shape) for k, v in arrays.items() if k in PUBLIC_ARRAYS},
-        **bundle.meta,
+        "shapes": {k: list(v.shape) for k, v in public.items()},
+        "dtypes": {k: str(v.dtype) for k, v in public.items()},
+        "splits": {"labeled": len(bundle.X_labeled), "unlabeled": len(bundle.X_unlabeled),
+                   "target": len(bundle.X_target)},
+        **bundle.public_meta,
+        **(public_extra or {}),
     }
     public_sha, private_sha = {}, {}
     for key, arr in arrays.items():
@@ -89,7 +99,8 @@ def write_bundle(bundle: ExerciseBundle, public_dir: Path, private_dir: Path) ->
         np.save(target, arr, allow_pickle=False)
         (public_sha if key in PUBLIC_ARRAYS else private_sha)[f"{key}.npy"] = sha256_file(target)
     write_json(public_dir / "meta.json", {**base_meta, "sha256": public_sha})
-    write_json(private_dir / "meta.json", {**base_meta, "sha256": private_sha})
+    write_json(private_dir / "meta.json", {**base_meta, **bundle.meta, "sha256": private_sha,
+                                           "public_sha256": public_sha})
 
 
 def private_dir_for(public_dir: Path) -> Path:
@@ -105,17 +116,20 @@ def read_bundle(public_dir: str | Path, private_dir: str | Path | None = None, h
             f"{public_dir} is not an exercise directory (no meta.json). Point to DIR/public/<id>_<name> "
             f"as written by `datarena generate suite`."
         )
-    meta = json.loads((public_dir / "meta.json").read_text())
+    public_meta = json.loads((public_dir / "meta.json").read_text())
     arrays = {k: np.load(public_dir / f"{k}.npy", allow_pickle=False) for k in PUBLIC_ARRAYS}
     priv = Path(private_dir) if private_dir else private_dir_for(public_dir)
     hidden_arrays: dict[str, np.ndarray | None] = dict.fromkeys(PRIVATE_ARRAYS)
+    meta = dict(public_meta)
     if (priv / "y_val.npy").exists():
         hidden_arrays = {k: np.load(priv / f"{k}.npy", allow_pickle=False) for k in PRIVATE_ARRAYS}
+        if (priv / "meta.json").exists():
+            meta.update(json.loads((priv / "meta.json").read_text()))
     elif hidden:
         raise DatarenaError(
             f"The hidden labels of {public_dir.name} are not at {priv}; pass the private directory explicitly."
         )
-    extra = {k: v for k, v in meta.items() if k not in ("exercise_id", "name", "classes")}
+    skip = ("exercise_id", "name", "classes")
     return ExerciseBundle(
         exercise_id=str(meta["exercise_id"]),
         name=meta["name"],
@@ -127,5 +141,6 @@ def read_bundle(public_dir: str | Path, private_dir: str | Path | None = None, h
         groups_target=hidden_arrays["groups_val"],
         groups_unlabeled=hidden_arrays["groups_unlabeled"],
         classes=tuple(int(c) for c in meta.get("classes", [])),
-        meta=extra,
+        meta={k: v for k, v in meta.items() if k not in skip},
+        public_meta={k: v for k, v in public_meta.items() if k not in skip},
     )

@@ -122,7 +122,16 @@ def create_app(arena: Arena) -> FastAPI:
 
     @app.get("/api/phases")
     def api_phases():
-        return [{"id": p.id, "name": p.name, "seed": p.seed} for p in arena.phases()]
+        return [arena.phase_json(p) for p in arena.phases()]
+
+    @app.get("/api/phases/{phase_id}")
+    def api_phase(phase_id: int):
+        with arena.Session() as s:
+            return arena.phase_json(arena.phase_by_id(s, phase_id))
+
+    @app.get("/api/phases/{phase_id}/verification")
+    def api_phase_verification(phase_id: int):
+        return arena.verification(phase_id)
 
     @app.get("/api/exercises")
     def api_exercises():

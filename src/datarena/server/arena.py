@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from datarena.errors import DatarenaError, SubmissionError
+from datarena.server import phases
 from datarena.server.auth import (
     ApiError,
     LoginLimiter,
@@ -62,6 +64,14 @@ class RevealResult:
         }
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 class Arena:
     def __init__(self, spec: ChallengeSpec):
         self.spec = spec
@@ -93,31 +103,104 @@ class Arena:
         self.catalogue.exercises(phase.data_dir)
         return phase
 
-    def phase_data_dir(self, index: int, seed: int) -> Path:
-        return Path(self.spec.data_dir) / f"phase-{index}-seed{seed}"
+    def phase_data_dir(self, number: int) -> Path:
+        return Path(self.spec.data_dir) / f"phase-{number}"
+
+    def server_secret(self) -> bytes:
+        return phases.load_or_create_server_secret(self.spec.resolved_secret_file())
 
     def open_phase(self, seed: int, name: str | None = None, start: datetime | None = None,
                    end: datetime | None = None, progress: bool = True) -> Phase:
-        """Generate every exercise with `seed` and open a new phase (earlier phases are kept)."""
+        """Generate every exercise from the phase's secret and open a new phase (earlier ones are kept).
+
+        The data come from HMAC(server secret, phase number and `seed`); only the commitment
+        to that secret is served until the phase closes and an organiser reveals it.
+        """
         from datarena.underspec.exercises import SourceConfig
-        from datarena.underspec.generate import generate_suite
+        from datarena.underspec.generate import SUITE_INDEX, generate_suite
         from datarena.underspec.suite import load_suite
 
         with self.Session() as s:
             count = s.scalar(select(func.count(Phase.id))) or 0
-        index = count + 1
-        out = self.phase_data_dir(index, seed)
-        if not (out / "public" / "suite.json").exists():
+        number = count + 1
+        secret = phases.phase_secret(self.server_secret(), number, seed)
+        commitment = phases.commitment(secret)
+        gen_seed = phases.generation_seed(secret)
+        out = self.phase_data_dir(number)
+        index = out / SUITE_INDEX
+        if not index.exists() or json.loads(index.read_text()).get("seed") != gen_seed:
             only = [e.id for e in self.spec.exercises] if self.spec.exercises is not None else None
             cfg = SourceConfig(self.spec.mnist_dir, self.spec.cifar_dir, self.spec.faces_dir)
-            generate_suite(load_suite(self.spec.suite), seed, out, cfg, force=True, only=only, progress=progress)
-        phase = Phase(name=name or f"phase {index}", seed=seed, data_dir=str(out.resolve()),
-                      starts_at=start, ends_at=end)
+            generate_suite(load_suite(self.spec.suite), gen_seed, out, cfg, force=True, only=only,
+                           progress=progress, public_extra={"commitment": commitment})
+        phase = Phase(name=name or f"phase {number}", seed=seed, data_dir=str(out.resolve()),
+                      starts_at=start, ends_at=end, number=number, commitment=commitment)
         with self.Session() as s:
             s.add(phase)
             s.commit()
         self._phase = None
         return phase
+
+    def phase_closed(self, phase: Phase) -> bool:
+        """Closed: its end date has passed, or a later phase has been opened."""
+        if phase.ends_at and utcnow() > phase.ends_at:
+            return True
+        with self.Session() as s:
+            return bool(s.scalar(select(func.count(Phase.id)).where(Phase.id > phase.id)))
+
+    def reveal_phase_secret(self, phase_id: int) -> Phase:
+        """Publish a closed phase's secret (idempotent); refuse an open phase."""
+        with self.Session() as s:
+            phase = s.get(Phase, phase_id)
+            if phase is None:
+                raise DatarenaError(f"no phase {phase_id}; phases are {[p.id for p in self.phases()]}.")
+            if phase.commitment is None or phase.number is None:
+                raise DatarenaError(f"{phase.name} was generated from a public seed (before secret seeds); "
+                                    f"there is no secret to reveal.")
+            if phase.revealed_secret:
+                return phase
+            if not self.phase_closed(phase):
+                until = f"it ends at {phase.ends_at:%Y-%m-%d %H:%M} UTC" if phase.ends_at else "it has no end date"
+                raise DatarenaError(f"{phase.name} is still open ({until}); revealing its secret now would "
+                                    f"give away every hidden label. Reveal it after it closes, or open the "
+                                    f"next phase first (`datarena admin new-phase --seed S`).")
+            secret = phases.phase_secret(self.server_secret(), phase.number, phase.seed)
+            if phases.commitment(secret) != phase.commitment:
+                raise DatarenaError(f"the server secret at {self.spec.resolved_secret_file()} does not match "
+                                    f"{phase.name}'s commitment; restore the secret file the phase was opened with.")
+            phase.revealed_secret = secret
+            phase.revealed_at = utcnow()
+            s.commit()
+        self._phase = None
+        return phase
+
+    def phase_json(self, phase: Phase) -> dict:
+        """What anyone may see of a phase: never the seed, the secret only once revealed."""
+        out = {"id": phase.id, "name": phase.name, "commitment": phase.commitment,
+               "starts_at": phase.starts_at.isoformat() if phase.starts_at else None,
+               "ends_at": phase.ends_at.isoformat() if phase.ends_at else None,
+               "secret": phase.revealed_secret}
+        if phase.revealed_secret:
+            out["verify"] = f"datarena verify-phase SERVER_URL --phase {phase.id}"
+        return out
+
+    def verification(self, phase_id: int) -> dict:
+        """For a revealed phase: the suite file and every file hash needed to check it."""
+        from datarena.underspec.generate import SUITE_INDEX
+
+        with self.Session() as s:
+            phase = self.phase_by_id(s, phase_id)
+        if not phase.revealed_secret:
+            raise ApiError(403, f"{phase.name}'s secret is not revealed yet; it is published after the phase closes.")
+        root = Path(phase.data_dir)
+        index = json.loads((root / SUITE_INDEX).read_text())
+        exercises = []
+        for e in self.exercises(phase):
+            priv = json.loads((e.private_dir / "meta.json").read_text())
+            exercises.append({"id": e.id, "dirname": e.dirname, "public_sha256": priv["public_sha256"],
+                              "hidden_sha256": priv["sha256"], "source": priv.get("source", {})})
+        return {**self.phase_json(phase), "suite_yaml": (root / "suite.yaml").read_text(),
+                "only": [e["id"] for e in index["exercises"] if e["status"] == "ok"], "exercises": exercises}
 
     # ------------------------------------------------------------ lookups
 
@@ -315,6 +398,9 @@ class Arena:
             try:
                 labels.append(int(v))
             except ValueError:
+                if _is_number(v):
+                    raise ApiError(422, f"labels must be integers: line {i + 1} holds {v[:20]!r}; write "
+                                        f"each label as an integer such as 0 or 1.") from None
                 what = "a header line" if i == 0 else f"a non-integer value on line {i + 1}"
                 raise ApiError(422, f"found {what} ({v[:20]!r}); the CSV has no header and integer labels only.") from None
         try:
@@ -382,7 +468,7 @@ class Arena:
             r["rank"] = i + 1
         return {
             "title": self.spec.title,
-            "phase": {"id": phase.id, "name": phase.name, "seed": phase.seed},
+            "phase": self.phase_json(phase),
             "max_total": sum(e.points for e in exercises),
             "exercises": [{"id": e.id, "name": e.name, "points": e.points, "default_score": e.default_score}
                           for e in exercises],
@@ -411,10 +497,10 @@ class Arena:
                  "submissions": counts.get(t.id, 0)} for t in teams]
 
     def export_results(self) -> str:
-        """CSV of every submission of every phase."""
+        """CSV of every submission of every phase (a phase's secret once revealed, never its seed)."""
         with self.Session() as s:
             rows = s.execute(
-                select(Phase.name, Phase.seed, Team.name, Submission.exercise_id, Submission.slot,
+                select(Phase.name, Phase.commitment, Phase.revealed_secret, Team.name, Submission.exercise_id, Submission.slot,
                        Submission.accuracy, Submission.worst_group_accuracy, Submission.n_rows,
                        Submission.labels_sha256, Submission.created_at)
                 .join(Team, Team.id == Submission.team_id).join(Phase, Phase.id == Submission.phase_id)
@@ -422,8 +508,8 @@ class Arena:
             ).all()
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(["phase", "seed", "team", "exercise_id", "attempt", "accuracy", "worst_group_accuracy",
-                    "n_rows", "labels_sha256", "submitted_at"])
+        w.writerow(["phase", "commitment", "secret", "team", "exercise_id", "attempt", "accuracy",
+                    "worst_group_accuracy", "n_rows", "labels_sha256", "submitted_at"])
         for r in rows:
-            w.writerow([*r[:9], r[9].isoformat(timespec="seconds")])
+            w.writerow([*r[:10], r[10].isoformat(timespec="seconds")])
         return buf.getvalue()

@@ -59,9 +59,11 @@ class Catalogue:
             return self._cache[data_dir]
 
     def _load(self, root: Path) -> dict[str, ExerciseInfo]:
-        index_path = root / "public" / "suite.json"
+        from datarena.underspec.generate import SUITE_INDEX
+
+        index_path = root / SUITE_INDEX
         if not index_path.exists():
-            raise ConfigError(f"{root} holds no generated suite (missing public/suite.json).")
+            raise ConfigError(f"{root} holds no generated suite (missing {SUITE_INDEX}).")
         index = json.loads(index_path.read_text())
         out: dict[str, ExerciseInfo] = {}
         for e in index["exercises"]:
@@ -76,7 +78,7 @@ class Catalogue:
                 id=e["id"],
                 name=e["name"],
                 dirname=e["dirname"],
-                description=e.get("description", ""),
+                description=meta.get("description", ""),  # the public text only
                 points=float(over.get("points") if over.get("points") is not None else e["points"]),
                 default_score=float(
                     over.get("default_score") if over.get("default_score") is not None else e["default_score"]

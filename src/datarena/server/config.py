@@ -44,6 +44,7 @@ class ChallengeSpec(BaseModel):
     submissions_per_exercise: int = Field(1, ge=1, le=100)
     data_dir: str = "datarena-data"
     database_url: str | None = None
+    secret_file: str | None = None  # the server secret (default: DATA_DIR/server-secret); never served
     max_upload_bytes: int = 1 << 20
     login_failures_allowed: int = 10
     login_failure_window_s: float = 300.0
@@ -59,6 +60,9 @@ class ChallengeSpec(BaseModel):
         if not v:
             raise ValueError("a challenge needs at least one phase")
         return v
+
+    def resolved_secret_file(self) -> Path:
+        return Path(self.secret_file) if self.secret_file else Path(self.data_dir) / "server-secret"
 
     def resolved_database_url(self) -> str:
         url = os.environ.get(DATABASE_ENV) or self.database_url
@@ -93,6 +97,8 @@ def load_challenge(path: str | Path | None = None, **overrides) -> ChallengeSpec
         raise ConfigError("\n".join(lines)) from None
     if not Path(spec.data_dir).is_absolute():
         spec.data_dir = str(base / spec.data_dir)
+    if spec.secret_file and not Path(spec.secret_file).is_absolute():
+        spec.secret_file = str(base / spec.secret_file)
     if spec.suite and not Path(spec.suite).is_absolute():
         spec.suite = str(base / spec.suite)
     return spec

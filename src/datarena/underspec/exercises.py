@@ -1,14 +1,20 @@
 """Generators of the hackathon42 exercises: real digits + a seed -> ExerciseBundle.
 
 Every exercise is built the same way. A pool of source images of the exercise's
-classes is shuffled; each pool image is the *core* of one row (its class is the
-label). Rows are split 20% labeled / 60% unlabeled / 20% target. Each row also
-gets a *spurious* class: equal to the label on correlated rows, another class on
-conflicting rows. Labeled rows are all correlated; a fraction `mix_rate` of the
-unlabeled rows conflicts; the target set is random pairs, exactly half
-conflicting, so the spurious cue is at chance there. The generator then draws the
-spurious feature (second digit, constant image, uniform colour, noise level,
-vehicle, caption word) from the spurious class.
+classes is shuffled; each row has a *core* image (its class is the label) and,
+depending on the exercise, partner images. Rows are split 20% labeled / 60%
+unlabeled / 20% target. Each row also gets a *spurious* class: equal to the
+label on correlated rows, another class on conflicting rows. Labeled rows are
+all correlated; a fraction `mix_rate` of the unlabeled rows conflicts; the
+target set is random pairs, exactly half conflicting, so the spurious cue is at
+chance there. The generator then draws the spurious feature (second digit,
+constant image, uniform colour, noise level, vehicle, caption word) from the
+spurious class.
+
+Images of target rows are used once (`plan_images`): no target core or partner
+appears anywhere else in the exercise, so looking a target half up in the
+public arrays finds nothing. When the source is large enough every image is
+used once per exercise, as in the original challenge.
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ LABELED, UNLABELED, TARGET = 0, 1, 2
 NOISE_STD = 0.02
 EMBED_DIM = 198
 EMBED_SEED = 20221014  # fixed: the embedding map is part of the exercise definition
+# Use every image once when that still leaves this many rows (full MNIST: ~7,000 per pair);
+# smaller sources (the embedded 5,000 digits) let labeled/unlabeled rows share partners.
+UNIQUE_MIN_ROWS = 2000
 
 
 @dataclass(frozen=True)
@@ -50,13 +59,15 @@ class SourceConfig:
 
 @dataclass
 class RowPlan:
-    """Per-row split, label and spurious class, shared by every generator."""
+    """Per-row split, label, spurious class and source images, shared by every generator."""
 
     split: np.ndarray  # (n,) LABELED / UNLABELED / TARGET
     core: np.ndarray  # (n,) index into the source
     label: np.ndarray  # (n,) class of the core image
     spurious: np.ndarray  # (n,) class the spurious feature encodes
     conflict: np.ndarray  # (n,) bool
+    partners: np.ndarray | None = None  # (n, k) source indices of partner images
+    unique_images: bool = False  # every image of the exercise is used once
 
 
 def exercise_rng(spec: ExerciseSpec, seed: int) -> np.random.Generator:
@@ -70,6 +81,23 @@ def split_sizes(n: int) -> tuple[int, int, int]:
     return n_lab, n - n_lab - n_tgt, n_tgt
 
 
+def _assign_conflicts(split: np.ndarray, label: np.ndarray, classes: list[int], mix_rate: float,
+                      rng: np.random.Generator, shift: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Conflicting rows (mix_rate of unlabeled, half the target when shift) and their spurious class."""
+    conflict = np.zeros(len(label), dtype=bool)
+    unl_idx = np.flatnonzero(split == UNLABELED)
+    conflict[rng.choice(unl_idx, size=int(round(mix_rate * len(unl_idx))), replace=False)] = True
+    if shift:
+        tgt_idx = np.flatnonzero(split == TARGET)
+        conflict[rng.choice(tgt_idx, size=len(tgt_idx) // 2, replace=False)] = True
+    spurious = label.copy()
+    classes_arr = np.asarray(classes)
+    for i in np.flatnonzero(conflict):
+        others = classes_arr[classes_arr != label[i]]
+        spurious[i] = others[rng.integers(len(others))]
+    return conflict, spurious
+
+
 def plan_rows(
     pool: np.ndarray,
     pool_labels: np.ndarray,
@@ -79,42 +107,138 @@ def plan_rows(
     shift: bool = True,
     sizes: tuple[int, int, int] | None = None,
 ) -> RowPlan:
-    """Shuffle the pool and decide split and spurious class of every row."""
+    """Shuffle the pool and decide split and spurious class of every row (no partner images)."""
     order = rng.permutation(len(pool))
     core, label = pool[order], pool_labels[order]
     n_lab, n_unl, n_tgt = sizes or split_sizes(len(core))
     split = np.repeat([LABELED, UNLABELED, TARGET], [n_lab, n_unl, n_tgt])
-    conflict = np.zeros(len(core), dtype=bool)
-    n_conf_unl = int(round(mix_rate * n_unl))
-    unl_idx = np.flatnonzero(split == UNLABELED)
-    conflict[rng.choice(unl_idx, size=n_conf_unl, replace=False)] = True
-    if shift:
-        tgt_idx = np.flatnonzero(split == TARGET)
-        conflict[rng.choice(tgt_idx, size=n_tgt // 2, replace=False)] = True
-    spurious = label.copy()
-    classes_arr = np.asarray(classes)
-    for i in np.flatnonzero(conflict):
-        others = classes_arr[classes_arr != label[i]]
-        spurious[i] = others[rng.integers(len(others))]
+    conflict, spurious = _assign_conflicts(split, label, classes, mix_rate, rng, shift)
     return RowPlan(split=split, core=core, label=label, spurious=spurious, conflict=conflict)
 
 
-def _pool(source: sources.ImageSource, classes: list[int]) -> tuple[np.ndarray, np.ndarray]:
+def _partner_classes(spurious: np.ndarray, classes: list[int], n_partners: int, n_independent: int,
+                     class_map: dict[int, int] | None, rng: np.random.Generator) -> np.ndarray:
+    """(n, n_partners) class of each partner: the spurious class, then independent random classes."""
+    cols = [spurious] * (n_partners - n_independent)
+    cols += [np.asarray(classes)[rng.integers(len(classes), size=len(spurious))] for _ in range(n_independent)]
+    out = np.stack(cols, axis=1) if cols else np.zeros((len(spurious), 0), dtype=np.int64)
+    if class_map:
+        out = np.vectorize(lambda c: class_map[int(c)], otypes=[np.int64])(out) if out.size else out
+    return out.astype(np.int64)
+
+
+def _take(candidates: dict[int, list[int]], wanted: np.ndarray, what: str) -> np.ndarray:
+    """Pop one image of each wanted class from per-class queues (without replacement)."""
+    out = np.empty(wanted.shape, dtype=np.int64)
+    for idx in np.ndindex(wanted.shape):
+        queue = candidates.get(int(wanted[idx]), [])
+        if not queue:
+            raise SourceNotFoundError(
+                f"too few images of class {int(wanted[idx])} for {what}; use a larger source (e.g. --mnist-dir)."
+            )
+        out[idx] = queue.pop()
+    return out
+
+
+def _queues(images: np.ndarray, labels_of: np.ndarray) -> dict[int, list[int]]:
+    """Per-class stacks in the given (shuffled) order; pop() takes the first."""
+    return {int(c): images[labels_of[images] == c][::-1].tolist() for c in np.unique(labels_of[images])}
+
+
+def plan_images(
+    source_labels: np.ndarray,
+    pool: np.ndarray,
+    classes: list[int],
+    mix_rate: float,
+    rng: np.random.Generator,
+    *,
+    shift: bool = True,
+    n_partners: int = 0,
+    n_independent: int = 0,
+    partner_pool: np.ndarray | None = None,
+    class_map: dict[int, int] | None = None,
+) -> RowPlan:
+    """Rows with core and partner images such that no image of a target row is used anywhere else.
+
+    Partners come from `pool` itself or from a separate `partner_pool` (888's vehicles, whose
+    classes are `class_map[spurious]`). The first `n_partners - n_independent` partners show the
+    spurious class, the rest a class drawn independently of the label (07's third digit).
+    """
+    same_pool = partner_pool is None
+    order = rng.permutation(pool)
+    P = len(order)
+    if same_pool:
+        k = 1 + n_partners
+        # 5% fewer rows than images allow, so that no class runs short of partners by chance
+        unique = int(0.95 * P / k) >= UNIQUE_MIN_ROWS
+        n_tgt = round(0.2 * int(0.95 * P / k)) if unique else round(P / (5 + n_partners))
+        n = int(0.95 * P / k) if unique else P - n_partners * n_tgt
+    else:
+        n = P
+        n_tgt = round(0.2 * n)
+        unique = len(partner_pool) >= n * n_partners
+    n_lab, n_unl = n_tgt, n - 2 * n_tgt
+    if min(n_lab, n_unl, n_tgt) < 1:
+        raise SourceNotFoundError(f"{P} images of classes {classes} are too few for an exercise.")
+
+    # Target rows first: their cores and partners are taken out of every other use.
+    tgt_core = order[:n_tgt]
+    rest = order[n_tgt:]
+    tgt_label = source_labels[tgt_core]
+    tgt_split = np.full(n_tgt, TARGET)
+    tgt_conflict, tgt_spurious = _assign_conflicts(tgt_split, tgt_label, classes, mix_rate, rng, shift)
+    tgt_pclass = _partner_classes(tgt_spurious, classes, n_partners, n_independent, class_map, rng)
+    partner_source = rest if same_pool else rng.permutation(partner_pool)
+    queues = _queues(partner_source, source_labels)
+    tgt_partners = _take(queues, tgt_pclass, "the target rows' partner images")
+    used = set(tgt_partners.ravel().tolist())
+    if same_pool:
+        rest = np.array([i for i in rest if i not in used], dtype=np.int64)
+        free_partners = rest  # what non-target rows may pair with
+    else:
+        free_partners = np.array([i for i in partner_source if i not in used], dtype=np.int64)
+
+    # Labeled and unlabeled rows from what is left.
+    other_core = rest[: n - n_tgt]
+    other_label = source_labels[other_core]
+    other_split = np.repeat([LABELED, UNLABELED], [n_lab, n_unl])
+    other_conflict, other_spurious = _assign_conflicts(other_split, other_label, classes, mix_rate, rng, shift)
+    other_pclass = _partner_classes(other_spurious, classes, n_partners, n_independent, class_map, rng)
+    other_partners = np.empty(other_pclass.shape, dtype=np.int64)
+    if unique:
+        spare = rest[n - n_tgt:] if same_pool else free_partners
+        queues = _queues(spare, source_labels)
+    by_class = {int(c): free_partners[source_labels[free_partners] == c] for c in np.unique(other_pclass)}
+    for idx in np.ndindex(other_pclass.shape):
+        c = int(other_pclass[idx])
+        if unique and queues.get(c):
+            other_partners[idx] = queues[c].pop()
+            continue
+        # Small source (or a class ran short): share partners among labeled/unlabeled rows only.
+        cands = by_class[c]
+        if len(cands) == 0:
+            raise SourceNotFoundError(f"no image of class {c} is left for partner images; use a larger source.")
+        j = int(rng.integers(len(cands)))
+        if same_pool and cands[j] == other_core[idx[0]] and len(cands) > 1:
+            j = (j + 1) % len(cands)  # never pair an image with itself
+        other_partners[idx] = cands[j]
+
+    return RowPlan(
+        split=np.concatenate([other_split, tgt_split]),
+        core=np.concatenate([other_core, tgt_core]),
+        label=np.concatenate([other_label, tgt_label]),
+        spurious=np.concatenate([other_spurious, tgt_spurious]),
+        conflict=np.concatenate([other_conflict, tgt_conflict]),
+        partners=np.concatenate([other_partners, tgt_partners]),
+        unique_images=unique,
+    )
+
+
+def _pool(source: sources.ImageSource, classes: list[int]) -> np.ndarray:
     pool = np.flatnonzero(np.isin(source.labels, classes))
     if len(pool) < 10:
         raise SourceNotFoundError(f"{source.name} has only {len(pool)} images of classes {classes}.")
-    return pool, source.labels[pool]
-
-
-def _partners(source: sources.ImageSource, pool: np.ndarray, spurious: np.ndarray, rng) -> np.ndarray:
-    """For each row, a random pool image of its spurious class."""
-    out = np.empty(len(spurious), dtype=np.int64)
-    pool_labels = source.labels[pool]
-    for c in np.unique(spurious):
-        rows = np.flatnonzero(spurious == c)
-        candidates = pool[pool_labels == c]
-        out[rows] = candidates[rng.integers(len(candidates), size=len(rows))]
-    return out
+    return pool
 
 
 def _side_by_side(core: np.ndarray, other: np.ndarray, core_right: np.ndarray) -> np.ndarray:
@@ -138,63 +262,62 @@ def _toy(spec: ExerciseSpec, rng: np.random.Generator, cfg: SourceConfig) -> tup
     mag = rng.uniform(0, 1, size=n)
     x2 = np.where(plan.spurious == 1, mag, -mag)
     X = np.stack([x1, x2], axis=1).astype(np.float32)
-    return plan, X, {"name": "uniform", "description": "x1 ~ U[-1,1], y = (x1 < 0)"}
+    return plan, X, {"name": "uniform", "rule": "x1 ~ U[-1,1], y = (x1 < 0); sign(x2) = spurious class"}
 
 
-def _mnist_pairs(spec, rng, cfg, *, compose) -> tuple[RowPlan, np.ndarray, dict]:
+def _mnist_rows(spec, rng, cfg, *, compose, n_partners: int = 0, n_independent: int = 0,
+                n_reserved: int = 0) -> tuple[RowPlan, np.ndarray, dict]:
+    """MNIST exercises: plan rows (target images used once), compose pixels, add noise."""
     src = cfg.mnist()
-    pool, pool_labels = _pool(src, spec.digits)
+    pool = _pool(src, spec.digits)
+    reserved = {}
+    if n_reserved:  # 02/03: one constant image per class, never a core or partner
+        for c in spec.digits:
+            reserved[c] = int(rng.choice(pool[src.labels[pool] == c]))
+        pool = pool[~np.isin(pool, list(reserved.values()))]
     shift = spec.generator not in ("mysterious", "mysterious_trojan")
-    plan = plan_rows(pool, pool_labels, spec.digits, spec.mix_rate, rng, shift=shift)
-    X = compose(src, pool, plan, rng).astype(np.float32)
+    plan = plan_images(src.labels, pool, spec.digits, spec.mix_rate, rng, shift=shift,
+                       n_partners=n_partners, n_independent=n_independent)
+    X = compose(src, plan, reserved, rng).astype(np.float32)
     X += NOISE_STD * rng.standard_normal(X.shape, dtype=np.float32)
-    return plan, X, src.summary()
+    return plan, X, {**src.summary(), "unique_images": plan.unique_images}
 
 
-def _compose_cc(src, pool, plan, rng):
-    other = src.images[_partners(src, pool, plan.spurious, rng)]
-    return _side_by_side(src.images[plan.core], other, np.zeros(len(plan.core), bool))
-
-
-def _constant_images(src, pool, classes, rng) -> dict[int, np.ndarray]:
-    return {c: src.images[rng.choice(pool[src.labels[pool] == c])] for c in classes}
+def _compose_cc(src, plan, reserved, rng):
+    return _side_by_side(src.images[plan.core], src.images[plan.partners[:, 0]], np.zeros(len(plan.core), bool))
 
 
 def _compose_constant(random_row: bool):
-    def compose(src, pool, plan, rng):
-        const = _constant_images(src, pool, np.unique(plan.label), rng)
-        other = np.stack([const[c] for c in plan.spurious])
+    def compose(src, plan, reserved, rng):
+        other = np.stack([src.images[reserved[int(c)]] for c in plan.spurious])
         right = rng.random(len(plan.core)) < 0.5 if random_row else np.zeros(len(plan.core), bool)
         return _side_by_side(src.images[plan.core], other, right)
 
     return compose
 
 
-def _compose_uniform(src, pool, plan, rng):
+def _compose_uniform(src, plan, reserved, rng):
     level = plan.spurious.astype(np.float32) * 0.5 - 2.0
     other = np.broadcast_to(level[:, None, None], (len(level), 28, 28)).astype(np.float32)
     right = rng.random(len(plan.core)) < 0.5
     return _side_by_side(src.images[plan.core], other, right)
 
 
-def _compose_sum(n_extra: int):
-    def compose(src, pool, plan, rng):
-        X = src.images[plan.core].copy()
-        for _ in range(n_extra):
-            X += src.images[_partners(src, pool, plan.spurious, rng)]
-        return X[:, None]
-
-    return compose
+def _compose_sum(src, plan, reserved, rng):
+    X = src.images[plan.core].copy()
+    for j in range(plan.partners.shape[1]):
+        X += src.images[plan.partners[:, j]]
+    return X[:, None]
 
 
-def _compose_noise_level(src, pool, plan, rng):
+def _compose_noise_level(src, plan, reserved, rng):
     std = (1.0 + plan.spurious.astype(np.float32)) * 0.1
     noise = std[:, None, None] * rng.standard_normal((len(std), 28, 28), dtype=np.float32)
     return (src.images[plan.core] + noise)[:, None]
 
 
 def _mysterious_trojan(spec, rng, cfg):
-    plan, X, info = _mnist_pairs(spec, rng, cfg, compose=_compose_cc)
+    plan, X, info = _mnist_rows(spec, rng, cfg, compose=_compose_cc, n_partners=1)
     rate = float(spec.params.get("trojan_rate", 0.03))
     trojan_label = int(spec.params.get("trojan_label", spec.digits[0]))
     lab = np.flatnonzero(plan.split == LABELED)
@@ -229,7 +352,7 @@ def embed_pairs(X: np.ndarray) -> np.ndarray:
 
 
 def _embeddings(spec, rng, cfg):
-    plan, X, info = _mnist_pairs(spec, rng, cfg, compose=_compose_cc)
+    plan, X, info = _mnist_rows(spec, rng, cfg, compose=_compose_cc, n_partners=1)
     return plan, embed_pairs(X), {**info, "embedding": f"random conv 11x5x5, relu, avgpool 3x6, seed {EMBED_SEED}"}
 
 
@@ -237,19 +360,19 @@ def _vehicle_animal(spec, rng, cfg):
     src = cfg.cifar()
     animals = spec.digits  # CIFAR ids of the animals (bird=2, cat=3)
     vehicles = [int(v) for v in spec.params.get("vehicles", [0, 1])]  # airplane, automobile
-    pool, pool_labels = _pool(src, animals)
-    plan = plan_rows(pool, pool_labels, animals, spec.mix_rate, rng)
-    vmap = dict(zip(animals, vehicles, strict=True))
-    vehicle_class = np.array([vmap[int(c)] for c in plan.spurious])
+    pool = _pool(src, animals)
     vpool = np.flatnonzero(np.isin(src.labels, vehicles))
-    other = src.images[_partners(src, vpool, vehicle_class, rng)]
+    vmap = dict(zip(animals, vehicles, strict=True))
+    plan = plan_images(src.labels, pool, animals, spec.mix_rate, rng, n_partners=1,
+                       partner_pool=vpool, class_map=vmap)
+    other = src.images[plan.partners[:, 0]]
     right = rng.random(len(plan.core)) < 0.5
     core = src.images[plan.core]
     left = np.where(right[:, None, None, None], other, core)
     rightimg = np.where(right[:, None, None, None], core, other)
     X = np.concatenate([left, rightimg], axis=-1).astype(np.float32)
     X += NOISE_STD * rng.standard_normal(X.shape, dtype=np.float32)
-    return plan, X, {**src.summary(), "vehicles": vehicles}
+    return plan, X, {**src.summary(), "vehicles": vehicles, "unique_images": plan.unique_images}
 
 
 CAPTION_WORDS = ("SUN", "ICE")
@@ -269,26 +392,27 @@ def _caption_bands(width: int, words: tuple[str, ...]) -> np.ndarray:
 
 def _humans(spec, rng, cfg):
     src = cfg.faces()
-    pool, pool_labels = _pool(src, [0, 1])
-    plan = plan_rows(pool, pool_labels, [0, 1], spec.mix_rate, rng)
+    pool = _pool(src, [0, 1])
+    plan = plan_images(src.labels, pool, [0, 1], spec.mix_rate, rng)
     images = src.images[plan.core]
     words = tuple(spec.params.get("words", CAPTION_WORDS))
     bands = _caption_bands(images.shape[-1], words)[plan.spurious]
     X = np.concatenate([images, bands], axis=-2)[:, None].astype(np.float32)
     X += NOISE_STD * rng.standard_normal(X.shape, dtype=np.float32)
-    return plan, X, {**src.summary(), "caption_words": list(words)}
+    return plan, X, {**src.summary(), "caption_words": list(words), "unique_images": plan.unique_images}
 
 
 GENERATOR_FUNCS = {
     "toy": _toy,
-    "mnist_cc": lambda s, r, c: _mnist_pairs(s, r, c, compose=_compose_cc),
-    "constant_image": lambda s, r, c: _mnist_pairs(s, r, c, compose=_compose_constant(False)),
-    "constant_image_random_row": lambda s, r, c: _mnist_pairs(s, r, c, compose=_compose_constant(True)),
-    "uniform_color_random_row": lambda s, r, c: _mnist_pairs(s, r, c, compose=_compose_uniform),
-    "sum": lambda s, r, c: _mnist_pairs(s, r, c, compose=_compose_sum(1)),
-    "sum3": lambda s, r, c: _mnist_pairs(s, r, c, compose=_compose_sum(2)),
-    "sum_noise_level": lambda s, r, c: _mnist_pairs(s, r, c, compose=_compose_noise_level),
-    "mysterious": lambda s, r, c: _mnist_pairs(s, r, c, compose=_compose_cc),
+    "mnist_cc": lambda s, r, c: _mnist_rows(s, r, c, compose=_compose_cc, n_partners=1),
+    "constant_image": lambda s, r, c: _mnist_rows(s, r, c, compose=_compose_constant(False), n_reserved=2),
+    "constant_image_random_row": lambda s, r, c: _mnist_rows(s, r, c, compose=_compose_constant(True), n_reserved=2),
+    "uniform_color_random_row": lambda s, r, c: _mnist_rows(s, r, c, compose=_compose_uniform),
+    "sum": lambda s, r, c: _mnist_rows(s, r, c, compose=_compose_sum, n_partners=1),
+    # 07 as the original notebook: three digits, the third of a class drawn independently of the label.
+    "sum3": lambda s, r, c: _mnist_rows(s, r, c, compose=_compose_sum, n_partners=2, n_independent=1),
+    "sum_noise_level": lambda s, r, c: _mnist_rows(s, r, c, compose=_compose_noise_level),
+    "mysterious": lambda s, r, c: _mnist_rows(s, r, c, compose=_compose_cc, n_partners=1),
     "mysterious_trojan": _mysterious_trojan,
     "embeddings": _embeddings,
     "vehicle_animal": _vehicle_animal,
@@ -306,6 +430,13 @@ def generate_exercise(spec: ExerciseSpec, seed: int, cfg: SourceConfig | None = 
     groups = np.where(plan.conflict, CONFLICTING, CORRELATED).astype(np.int8)
     sel = {k: plan.split == k for k in (LABELED, UNLABELED, TARGET)}
     classes = tuple(int(c) for c in (spec.digits if spec.generator != "toy" else [0, 1]))
+    # Public: what a participant needs to do the task. Everything that describes how the
+    # answer was made (generator, its parameters, the seed, the source) stays private.
+    public_meta = {
+        "points": spec.points,
+        "default_score": spec.default_score,
+        "description": spec.description,
+    }
     meta = {
         "generator": spec.generator,
         "parameters": {
@@ -316,9 +447,7 @@ def generate_exercise(spec: ExerciseSpec, seed: int, cfg: SourceConfig | None = 
         },
         "seed": int(seed),
         "source": source_info,
-        "points": spec.points,
-        "default_score": spec.default_score,
-        "description": spec.description,
+        "notes": spec.notes,
         "package": f"datarena {__version__}",
     }
     bundle = ExerciseBundle(
@@ -333,6 +462,7 @@ def generate_exercise(spec: ExerciseSpec, seed: int, cfg: SourceConfig | None = 
         groups_unlabeled=groups[sel[UNLABELED]],
         classes=classes,
         meta=meta,
+        public_meta=public_meta,
     )
     return bundle
 

@@ -16,6 +16,9 @@ from datarena.underspec.exercises import SourceConfig, generate_exercise
 from datarena.underspec.suite import ExerciseSpec, SuiteSpec
 
 
+SUITE_INDEX = "suite.json"  # at the root of a generated suite, beside public/ and private/
+
+
 @dataclass
 class GenerationResult:
     spec: ExerciseSpec
@@ -77,8 +80,9 @@ def _project_2d(bundle: ExerciseBundle):
     return out
 
 
-def write_exercise(bundle: ExerciseBundle, public_dir: Path, private_dir: Path) -> None:
-    write_bundle(bundle, public_dir, private_dir)
+def write_exercise(bundle: ExerciseBundle, public_dir: Path, private_dir: Path,
+                   public_extra: dict | None = None) -> None:
+    write_bundle(bundle, public_dir, private_dir, public_extra)
     write_preview(bundle, public_dir / "preview.png")
 
 
@@ -91,10 +95,14 @@ def generate_suite(
     only: list[str] | None = None,
     mix_rate: float | None = None,
     progress: bool = True,
+    public_extra: dict | None = None,
 ) -> list[GenerationResult]:
     """Generate every exercise into out/public and out/private; all or nothing.
 
     Exercises whose data source is missing are skipped with a reason (not a crash).
+    `out/public/` holds only the exercise folders (what may be handed to participants);
+    the suite index (`out/suite.json`, with the seed) and `out/suite.yaml` stay beside them.
+    `public_extra` is added to every public meta.json (a served phase's commitment).
     """
     if mix_rate is not None and not 0.0 <= mix_rate <= 1.0:
         raise ConfigError(f"--mix-rate must lie in [0, 1], got {mix_rate}.")
@@ -117,7 +125,7 @@ def generate_suite(
                     results.append(GenerationResult(spec, "skipped", str(err)))
                     bar.advance(task)
                     continue
-                write_exercise(bundle, tmp / "public" / spec.dirname, tmp / "private" / spec.dirname)
+                write_exercise(bundle, tmp / "public" / spec.dirname, tmp / "private" / spec.dirname, public_extra)
                 results.append(
                     GenerationResult(
                         spec,
@@ -141,7 +149,7 @@ def generate_suite(
                 for r in results
             ],
         }
-        write_json(tmp / "public" / "suite.json", index)
+        write_json(tmp / SUITE_INDEX, index)
         (tmp / "suite.yaml").write_text(
             yaml.safe_dump({"name": suite.name, "exercises": [s.model_dump() for s in specs]}, sort_keys=False)
         )

@@ -38,7 +38,8 @@ class ExerciseSpec(BaseModel):
     mix_rate: float = 0.5
     points: float = 1.0
     default_score: float = 0.8
-    description: str = ""
+    description: str = ""  # public: the task as the original challenge states it, never the answer
+    notes: str = ""  # private: how the exercise is built (kept out of everything served)
     params: dict = Field(default_factory=dict)
 
     @field_validator("id", mode="before")
