@@ -132,8 +132,8 @@ def test_no_target_half_appears_anywhere_else(bundles, ex):
 
 
 def test_target_images_are_exclusive_in_the_row_plan():
-    from datarena.underspec.exercises import TARGET, exercise_rng, plan_images
     from datarena.data.sources import load_mnist
+    from datarena.underspec.exercises import TARGET, exercise_rng, plan_images
 
     src = load_mnist()
     pool = np.flatnonzero(np.isin(src.labels, [0, 7]))
@@ -162,8 +162,8 @@ def test_large_source_uses_every_image_once():
 
 
 def test_07_third_digit_is_independent_of_the_label():
-    from datarena.underspec.exercises import exercise_rng, plan_images
     from datarena.data.sources import load_mnist
+    from datarena.underspec.exercises import exercise_rng, plan_images
 
     src = load_mnist()
     pool = np.flatnonzero(np.isin(src.labels, [0, 7]))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import os
-import shutil
 import signal
 import subprocess
 import sys

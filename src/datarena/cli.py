@@ -221,6 +221,104 @@ def verify_phase_cmd(
     console.print(f"[green]{report.phase} verified[/]: the revealed secret regenerates every file and hidden label.")
 
 
+jobs_app = typer.Typer(help="Organiser commands on the job queue (scoring, verification, generation).", no_args_is_help=True)
+admin_app.add_typer(jobs_app, name="jobs")
+
+
+def _job_row(j) -> list[str]:
+    p = j.as_json()
+    prog = p["progress"]
+    step = f"{prog['step']}/{prog['total']}" if prog["total"] else (str(prog["step"]) if prog["step"] is not None else "-")
+    rate = f"{prog['rate']:.1f}/s" if prog["rate"] else ""
+    eta = f"{prog['eta_s']:.0f}s" if prog["eta_s"] else ""
+    colour = {"finished": "green", "failed": "red", "cancelled": "yellow", "running": "cyan"}.get(j.state, "white")
+    return [str(j.id), j.kind, j.queue, f"[{colour}]{j.state}[/]", f"{j.attempts}/{j.max_attempts}", j.owner or "",
+            step, rate, eta, (j.error or prog["message"] or "")[:60]]
+
+
+@jobs_app.command("list")
+def jobs_list(state: str = typer.Option(None, "--state", help="Only jobs in this state."),
+              limit: int = typer.Option(50, "--limit"), challenge: Path = CHALLENGE, data_dir: Path = DATA_DIR) -> None:
+    """The latest jobs with state, attempts, progress, rate and ETA."""
+    q = _arena(challenge, data_dir).jobs
+    table = Table("id", "kind", "queue", "state", "attempts", "owner", "step", "rate", "eta", "message / reason",
+                  title=f"jobs ({q.mode} mode)")
+    for j in q.list(state, limit):
+        table.add_row(*_job_row(j))
+    console.print(table)
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: int, challenge: Path = CHALLENGE, data_dir: Path = DATA_DIR) -> None:
+    """Everything about one job: payload, lease holder, progress, log tail, result or failure reason."""
+    import json
+
+    console.print_json(json.dumps(_arena(challenge, data_dir).jobs.get(job_id).as_json()))
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: int, challenge: Path = CHALLENGE, data_dir: Path = DATA_DIR) -> None:
+    """Cancel a job: a queued one never runs, a running one stops at its next heartbeat."""
+    j = _arena(challenge, data_dir).jobs.cancel(job_id)
+    console.print(f"job {j.id}: {j.state}{' (stopping at its next heartbeat)' if j.state == 'running' else ''}")
+
+
+@jobs_app.command("retry")
+def jobs_retry(job_id: int, challenge: Path = CHALLENGE, data_dir: Path = DATA_DIR) -> None:
+    """Queue a failed or cancelled job again (attempts start from zero)."""
+    j = _arena(challenge, data_dir).jobs.retry(job_id)
+    console.print(f"job {j.id}: {j.state}")
+
+
+@jobs_app.command("submit")
+def jobs_submit(kind: str = typer.Argument(..., help="score_dataset, render_scenes, diffuse_shard, sleep, noop."),
+                payload: str = typer.Option("{}", "--payload", help="The job's payload as JSON."),
+                queue: str = typer.Option(None, "--queue", help="cpu or gpu (default: the kind's)."),
+                challenge: Path = CHALLENGE, data_dir: Path = DATA_DIR) -> None:
+    """Queue an organiser job, e.g. a shard of a dataset to render."""
+    import json
+
+    try:
+        body = json.loads(payload)
+    except json.JSONDecodeError as exc:
+        raise DatarenaError(f"--payload is not JSON: {exc}") from None
+    j = _arena(challenge, data_dir).jobs.submit(kind, body, owner="organiser", queue=queue)
+    console.print(f"queued job {j.id} ({j.kind} on {j.queue}); follow it with `datarena admin jobs show {j.id}`")
+
+
+@app.command("worker")
+def worker_cmd(
+    queues: str = typer.Option("cpu", "--queues", help="Comma-separated queues to serve: cpu, gpu."),
+    concurrency: int = typer.Option(1, "--concurrency", help="Jobs at once (1 = a solo worker; more = processes)."),
+    broker: str = typer.Option(None, "--broker", envvar="DATARENA_BROKER_URL", help="redis://HOST:6379/0 or amqp://USER:PASS@HOST:5672//"),
+    database_url: str = typer.Option(None, "--database-url", envvar="DATARENA_DATABASE_URL", help="The challenge database (default: from --challenge)."),
+    challenge: Path = CHALLENGE,
+    data_dir: Path = DATA_DIR,
+    prefix: str = typer.Option(None, "--prefix", envvar="DATARENA_QUEUE_PREFIX", help="Queue name prefix (the challenge's jobs.queue_prefix)."),
+    hostname: str = typer.Option(None, "--hostname", help="Celery node name (default: celery@HOST)."),
+    lease_s: float = typer.Option(None, "--lease-s", help="Lease of a running job, renewed every third of it (default: the challenge's jobs.lease_s)."),
+    republish_after_s: float = typer.Option(None, "--republish-after-s", help="Publish a queued job again after this long unclaimed (a broker that lost messages)."),
+) -> None:
+    """Run a job worker: takes scoring/generation jobs from the broker, records them in the database."""
+    from datarena.jobs.celery_app import run_worker
+    from datarena.jobs.kinds import QUEUES
+    from datarena.server.config import load_challenge
+
+    spec = load_challenge(challenge, data_dir=str(data_dir) if data_dir else None)
+    broker = broker or spec.jobs.broker_url
+    if not broker:
+        raise DatarenaError("no broker: pass --broker redis://127.0.0.1:6379/0 (or set DATARENA_BROKER_URL). "
+                            "Without a broker, `datarena serve` runs jobs itself.")
+    wanted = [q.strip() for q in queues.split(",") if q.strip()]
+    unknown = [q for q in wanted if q not in QUEUES]
+    if unknown or not wanted:
+        raise DatarenaError(f"--queues must name some of {', '.join(QUEUES)}, got {queues!r}.")
+    url = database_url or spec.resolved_database_url()
+    console.print(f"worker on {', '.join(wanted)} (concurrency {concurrency}); broker {broker}; database {url}")
+    run_worker(broker, url, wanted, concurrency, prefix or spec.jobs.resolved_prefix(), lease_s or spec.jobs.lease_s,
+               republish_after_s or spec.jobs.republish_after_s, hostname=hostname)
+
+
 @app.command("solve")
 def solve_cmd(
     exercise: str = typer.Argument(..., help="Exercise directory (DIR/public/<id>_<name>), or an exercise id with --server."),

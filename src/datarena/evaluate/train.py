@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -191,11 +192,14 @@ def resolve_backbone(budget: Budget, backbone_weights: str | Path | None,
 
 def train_segmentation(dataset, budget: Budget, checkpoint: str | Path | None = None, resume: bool = False,
                        backbone_weights: str | Path | None = None, device: str = "cpu",
-                       show_progress: bool = True, stop_after: int | None = None) -> TrainResult:
+                       show_progress: bool = True, stop_after: int | None = None,
+                       on_progress: Callable[[int, int, dict], None] | None = None) -> TrainResult:
     """Train DeepLabv3 on `dataset` (items: (image, mask) uint8) under `budget`.
 
     With `checkpoint`, the state is saved every `checkpoint_every` iterations; with `resume`, a
     run restarts from it. `stop_after` ends early after that many iterations (tests, interruptions).
+    `on_progress(iteration, total, {"loss", "img_s"})` is called after every iteration (a job
+    records it; it may raise to stop the run, the last checkpoint stays).
     """
     if len(dataset) == 0:
         raise ConfigError("the dataset holds no image+mask pairs.")
@@ -242,7 +246,10 @@ def train_segmentation(dataset, budget: Budget, checkpoint: str | Path | None = 
             if ckpt is not None and ((it + 1) % budget.checkpoint_every == 0 or it + 1 == end):
                 _save_checkpoint(ckpt, model, opt, it + 1, budget)
             elapsed = time.perf_counter() - t0
-            advance(1, loss=loss_value, img_s=(it + 1 - start) * budget.batch_size / max(elapsed, 1e-9))
+            img_s = (it + 1 - start) * budget.batch_size / max(elapsed, 1e-9)
+            advance(1, loss=loss_value, img_s=img_s)
+            if on_progress is not None:
+                on_progress(it + 1, budget.iterations, {"loss": loss_value, "img_s": img_s})
     seconds = time.perf_counter() - t0
     model.eval()
     return TrainResult(model, end, seconds, (end - start) * budget.batch_size / max(seconds, 1e-9), loss_value,
@@ -301,7 +308,8 @@ def save_overlays(rows, path: str | Path) -> None:
 
 def score_dataset(dataset_path: str | Path, test_path: str | Path, budget: Budget, out: str | Path,
                   resume: bool = False, backbone_weights: str | Path | None = None, device: str = "cpu",
-                  validate: Literal["strict", "skip"] = "strict", show_progress: bool = True) -> dict:
+                  validate: Literal["strict", "skip"] = "strict", show_progress: bool = True,
+                  on_progress: Callable[[int, int, dict], None] | None = None) -> dict:
     """The full protocol: validate, train under the budget, score on the test set, write a report."""
     from datarena.data.segmentation import DatasetRules, validate_dataset
 
@@ -316,7 +324,8 @@ def score_dataset(dataset_path: str | Path, test_path: str | Path, budget: Budge
     names = tuple(testset.classes) if len(testset.classes) == budget.num_classes else (
         VOC_CLASSES if budget.num_classes == 21 else DIGIT_CLASSES if budget.num_classes == 11 else None)
     result = train_segmentation(dataset, budget, checkpoint=out / "checkpoint.pt", resume=resume,
-                                backbone_weights=backbone_weights, device=device, show_progress=show_progress)
+                                backbone_weights=backbone_weights, device=device, show_progress=show_progress,
+                                on_progress=on_progress)
     torch.save(result.model.state_dict(), out / "model.pt")
     scores = evaluate_segmentation(result.model, testset, budget.num_classes, device, out / "overlays.png", names)
     report = {

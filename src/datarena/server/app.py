@@ -13,6 +13,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
 from datarena import __version__
+from datarena.errors import DatarenaError
 from datarena.server.arena import Arena
 from datarena.server.auth import ApiError, same
 
@@ -196,6 +197,18 @@ def create_app(arena: Arena) -> FastAPI:
         else:
             data = await _body_limited(request, limit)
         return await run_in_threadpool(arena.submit, team, exercise_id, data)
+
+    @app.get("/api/jobs/{job_id}")
+    def api_job(job_id: int, request: Request):
+        """A team's own job: state, progress (step, total, rate, ETA), result, failure reason."""
+        team = arena.team_for_token(_bearer(request))
+        try:
+            job = arena.jobs.get(job_id)
+        except DatarenaError:
+            job = None
+        if job is None or job.team_id != team.id:
+            raise ApiError(404, f"no job {job_id} of team {team.name!r}.")
+        return job.as_json(private=False)
 
     @app.get("/api/leaderboard")
     def api_leaderboard(phase: int | None = None):

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from datarena.errors import DatarenaError, SubmissionError
+from datarena.jobs.queue import JobQueue
 from datarena.server import phases
 from datarena.server.auth import (
     ApiError,
@@ -82,6 +83,7 @@ class Arena:
         if spec.exercises is not None:
             overrides = {e.id: e.model_dump() for e in spec.exercises}
         self.catalogue = Catalogue(overrides)
+        self.jobs = JobQueue(self.engine, spec.jobs)  # started by the serving process only
         self.passwords = Passwords(spec.argon2_time_cost, spec.argon2_memory_kib)
         self.limiter = LoginLimiter(spec.login_failures_allowed, spec.login_failure_window_s)
         # Read caches of committed, immutable facts only: the database stays the judge of every write.

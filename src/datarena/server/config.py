@@ -10,9 +10,9 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from datarena.db import DATABASE_ENV
 from datarena.errors import ConfigError
-
-DATABASE_ENV = "DATARENA_DATABASE_URL"
+from datarena.jobs.queue import JobSettings
 
 
 class PhaseSpec(BaseModel):
@@ -53,6 +53,7 @@ class ChallengeSpec(BaseModel):
     mnist_dir: str | None = None
     cifar_dir: str | None = None
     faces_dir: str | None = None
+    jobs: JobSettings = Field(default_factory=JobSettings)  # the job queue (datarena.jobs)
 
     @field_validator("phases")
     @classmethod

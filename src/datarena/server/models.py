@@ -7,14 +7,14 @@ concurrent requests can never both take the last slot.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from datarena.db import utcnow
 
-def utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
+__all__ = ["Base", "Phase", "Reveal", "Submission", "Team", "Token", "utcnow"]
 
 
 class Base(DeclarativeBase):

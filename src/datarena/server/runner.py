@@ -33,6 +33,7 @@ class BackgroundServer:
         return f"http://{self.host}:{self.port}"
 
     def __enter__(self) -> str:
+        self.arena.jobs.start()
         self.thread.start()
         deadline = time.time() + 30
         while not self.server.started:
@@ -44,7 +45,12 @@ class BackgroundServer:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+        self.arena.jobs.stop()
 
 
 def serve(arena: Arena, host: str, port: int) -> None:
-    uvicorn.run(create_app(arena), host=host, port=port, log_level="info")
+    arena.jobs.start()  # the embedded worker (no broker) or the reaper beside Celery workers
+    try:
+        uvicorn.run(create_app(arena), host=host, port=port, log_level="info")
+    finally:
+        arena.jobs.stop()

@@ -15,7 +15,6 @@ from datarena.errors import ConfigError, SourceNotFoundError
 from datarena.underspec.exercises import SourceConfig, generate_exercise
 from datarena.underspec.suite import ExerciseSpec, SuiteSpec
 
-
 SUITE_INDEX = "suite.json"  # at the root of a generated suite, beside public/ and private/
 
 
