@@ -7,12 +7,15 @@ and print the leaderboard and its URL.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import time
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+
+DEMO_SERVER_SECRET = hashlib.sha256(b"datarena demo server secret (published: not for real challenges)").hexdigest()
 
 
 def run_demo(out: Path, seed: int = 42, console: Console | None = None, linger: float = 0.0,
@@ -29,7 +32,13 @@ def run_demo(out: Path, seed: int = 42, console: Console | None = None, linger: 
     if out.exists():
         shutil.rmtree(out)
     data_dir = out / "data"
-    console.rule(f"1. generating the hackathon42 suite (seed {seed}) and starting the challenge server")
+    # A real server draws its secret at random; the demo publishes a fixed one so that every
+    # `make demo` serves the same data (and shows how a revealed secret verifies a phase).
+    data_dir.mkdir(parents=True)
+    (data_dir / "server-secret").write_text(DEMO_SERVER_SECRET + "\n")
+    (data_dir / "server-secret").chmod(0o600)
+    console.rule(f"1. generating the hackathon42 suite (phase seed {seed}, the demo's published server secret) "
+                 f"and starting the challenge server")
     arena = Arena(ChallengeSpec(title="hackathon42 demo", data_dir=str(data_dir),
                                 phases=[{"name": "phase 1", "seed": seed}]))
     phase = arena.start(progress=True)
