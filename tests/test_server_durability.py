@@ -141,7 +141,7 @@ def test_admin_cli(tmp_path, phase_data_cache):
     export = run("export-results", "--out", str(tmp_path / "res.csv"))
     assert export.returncode == 0
     text = (tmp_path / "res.csv").read_text().splitlines()
-    assert text[0].startswith("phase,commitment,secret,team,exercise_id") and "cli_team" in text[1] and ",1.0," in text[1]
+    assert text[0].startswith("phase,commitment,secret,track,team,item,attempt,score") and "cli_team" in text[1] and ",1.0," in text[1]
     phase = run("new-phase", "--seed", "9")
     assert phase.returncode == 0, phase.stderr
     phases = arena.phases()

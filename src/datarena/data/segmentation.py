@@ -283,3 +283,47 @@ def validate_dataset(path: str | os.PathLike, rules: DatasetRules | None = None)
         if isize and msize and isize != msize:
             problems.append((mrel, f"size {msize[1]}x{msize[0]} differs from its image {isize[1]}x{isize[0]}"))
     return ValidationReport(root, len(paired), problems)
+
+
+def validate_npz(path: str | os.PathLike, rules: DatasetRules | None = None) -> ValidationReport:
+    """The .npz form checked by the same rules as a VOC directory (pair count, size, mask values)."""
+    rules = rules or DatasetRules()
+    path = Path(path)
+    problems: list[tuple[str, str]] = []
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in ("images", "masks") if k not in z]
+            if missing:
+                return ValidationReport(path, 0, [(path.name, f"lacks the array(s) {', '.join(missing)}")])
+            images, masks = z["images"], z["masks"]
+    except Exception as exc:  # noqa: BLE001 - any reader error means a corrupt or pickled file
+        return ValidationReport(path, 0, [(path.name, f"cannot be read as an .npz of arrays ({type(exc).__name__}: {exc})")])
+    n = len(masks)
+    if images.dtype != np.uint8 or masks.dtype != np.uint8:
+        problems.append((path.name, f"images are {images.dtype} and masks {masks.dtype}; both must be uint8"))
+    if images.ndim not in (3, 4) or masks.ndim != 3 or len(images) != n:
+        problems.append((path.name, f"images {images.shape} and masks {masks.shape}: need (N,H,W[,3]) and (N,H,W)"))
+        return ValidationReport(path, n, problems)
+    if n > rules.max_pairs:
+        problems.append((path.name, f"{n} pairs, the limit is {rules.max_pairs}"))
+    if images.shape[1:3] != masks.shape[1:3]:
+        problems.append((path.name, f"images are {images.shape[2]}x{images.shape[1]} but masks "
+                                    f"{masks.shape[2]}x{masks.shape[1]}"))
+    if rules.size is not None and tuple(images.shape[1:3]) != tuple(rules.size):
+        problems.append((path.name, f"images are {images.shape[2]}x{images.shape[1]} (WxH), must be "
+                                    f"{rules.size[1]}x{rules.size[0]}"))
+    allowed = np.zeros(256, dtype=bool)
+    allowed[: rules.num_classes] = True
+    allowed[IGNORE] = True
+    for i in range(n):
+        values = np.unique(masks[i])
+        stray = values[~allowed[values]]
+        if len(stray):
+            problems.append((f"{path.name}[masks][{i}]", f"values {stray.tolist()[:10]} outside 0..{rules.num_classes - 1} and 255"))
+    return ValidationReport(path, n, problems)
+
+
+def validate_segmentation(path: str | os.PathLike, rules: DatasetRules | None = None) -> ValidationReport:
+    """Validate either form: a VOC-layout directory or an .npz file."""
+    path = Path(path)
+    return validate_npz(path, rules) if path.suffix.lower() == ".npz" else validate_dataset(path, rules)

@@ -309,8 +309,13 @@ def save_overlays(rows, path: str | Path) -> None:
 def score_dataset(dataset_path: str | Path, test_path: str | Path, budget: Budget, out: str | Path,
                   resume: bool = False, backbone_weights: str | Path | None = None, device: str = "cpu",
                   validate: Literal["strict", "skip"] = "strict", show_progress: bool = True,
-                  on_progress: Callable[[int, int, dict], None] | None = None) -> dict:
-    """The full protocol: validate, train under the budget, score on the test set, write a report."""
+                  on_progress: Callable[[int, int, dict], None] | None = None,
+                  overlays_from: Literal["test", "dataset"] = "test") -> dict:
+    """The full protocol: validate, train under the budget, score on the test set, write a report.
+
+    `overlays_from="dataset"` draws overlays.png on the scored dataset's own first images, never
+    on the test set (what a hosted challenge may show a team without leaking its test set).
+    """
     from datarena.data.segmentation import DatasetRules, validate_dataset
 
     out = Path(out)
@@ -327,7 +332,14 @@ def score_dataset(dataset_path: str | Path, test_path: str | Path, budget: Budge
                                 backbone_weights=backbone_weights, device=device, show_progress=show_progress,
                                 on_progress=on_progress)
     torch.save(result.model.state_dict(), out / "model.pt")
-    scores = evaluate_segmentation(result.model, testset, budget.num_classes, device, out / "overlays.png", names)
+    scores = evaluate_segmentation(result.model, testset, budget.num_classes, device,
+                                   out / "overlays.png" if overlays_from == "test" else None, names)
+    if overlays_from == "dataset":
+        own = [dataset[i] for i in range(min(6, len(dataset)))]
+        with torch.no_grad():
+            preds = [result.model(_to_tensor(img).to(device))["out"].argmax(1)[0].cpu().numpy() for img, _ in own]
+        save_overlays([(_as_rgb(img), mask, pred) for (img, mask), pred in zip(own, preds, strict=True)],
+                      out / "overlays.png")
     report = {
         "dataset": str(dataset_path), "n_pairs": len(dataset), "test": str(test_path),
         "budget": budget.model_dump(), "miou": scores["miou"], "pixel_accuracy": scores["pixel_accuracy"],

@@ -32,13 +32,70 @@ def score_dataset_job(payload: dict, ctx: JobContext) -> dict:
     report = score_dataset(payload["dataset"], payload["test"], budget, out, resume=resume,
                            backbone_weights=payload.get("backbone_weights"), device=payload.get("device", "cpu"),
                            validate=payload.get("validate", "strict"), show_progress=False,
+                           overlays_from=payload.get("overlays_from", "test"),
                            on_progress=lambda step, total, stats: ctx.progress(
                                step, total, f"iteration {step}/{total} loss {stats['loss']:.3f}", rate=stats["img_s"]))
     keep = ("miou", "pixel_accuracy", "per_class_iou", "model_sha256", "iterations", "train_seconds",
-            "train_images_per_second", "n_pairs", "n_test_images", "backbone_sha256")
+            "train_images_per_second", "n_pairs", "n_test_images", "backbone_sha256", "device", "torch",
+            "datarena_version")
     return {**{k: report[k] for k in keep},
             "artefacts": {"report": str(out / "report.json"), "model": str(out / "model.pt"),
                           "overlays": str(out / "overlays.png")}}
+
+
+def verify_dataset_job(payload: dict, ctx: JobContext) -> dict:
+    """Re-run a submission's scoring and compare it with the recorded result (organisers' check).
+
+    payload: as score_dataset, plus `reference` (the recorded result: model_sha256, miou,
+    device, torch, datarena_version) and `tolerance` (mIoU). Rule: on the same device and
+    versions the model checksum must be identical; otherwise the mIoU must lie within the
+    tolerance. A dataset whose meta.json says datarena rendered it (`scenes render`) is also
+    regenerated from its recorded grammar and seed, and every file hash compared.
+    """
+    ref = payload["reference"]
+    regen = regenerate_check(Path(payload["dataset"]), ctx)
+    rerun = score_dataset_job(payload, ctx)
+    same_setup = all(rerun.get(k) == ref.get(k) for k in ("device", "torch", "datarena_version"))
+    if same_setup:
+        ok = rerun["model_sha256"] == ref.get("model_sha256")
+        rule = "same device and versions: the model checksum must be identical"
+        why = "checksums agree" if ok else f"checksum {rerun['model_sha256'][:12]} != recorded {str(ref.get('model_sha256'))[:12]}"
+    else:
+        diff = abs(rerun["miou"] - float(ref.get("miou", 0.0)))
+        ok = diff <= float(payload.get("tolerance", 0.02))
+        rule = f"different device or versions: |mIoU difference| <= {payload.get('tolerance', 0.02)}"
+        why = f"mIoU {rerun['miou']:.4f} vs recorded {float(ref.get('miou', 0.0)):.4f} (difference {diff:.4f})"
+    if regen["status"] == "mismatch":
+        ok, why = False, f"{why}; regenerated dataset differs: {regen['detail']}"
+    return {"status": "pass" if ok else "fail", "rule": rule, "reason": why, "regeneration": regen,
+            "miou": rerun["miou"], "model_sha256": rerun["model_sha256"]}
+
+
+def regenerate_check(dataset: Path, ctx: JobContext) -> dict:
+    """Regenerate a dataset datarena rendered from its meta.json and compare file hashes."""
+    import json
+    import tempfile
+
+    meta_path = dataset / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    if meta.get("generator") != "datarena.scenes" or meta.get("format") != "voc":
+        what = meta.get("generator") or "unknown"
+        return {"status": "not applicable", "detail": f"generator {what}: only `scenes render` datasets are "
+                                                      f"regenerated here"}
+    from datarena.data.checksums import sha256_file
+    from datarena.scenes.grammar import parse_grammar
+    from datarena.scenes.writers import write_scenes
+
+    ctx.log(f"regenerating {meta['n']} scenes of {meta['grammar'].get('name')} seed {meta['seed']}")
+    with tempfile.TemporaryDirectory(prefix="datarena-regen-") as tmp:
+        again = write_scenes(parse_grammar(meta["grammar"]), int(meta["n"]), int(meta["seed"]), Path(tmp) / "d",
+                             fmt="voc", show_progress=False)
+        bad = [rel for rel, digest in meta.get("files", {}).items()
+               if not (dataset / rel).is_file() or sha256_file(dataset / rel) != digest
+               or sha256_file(again / rel) != digest]
+    if bad:
+        return {"status": "mismatch", "detail": f"{len(bad)} files differ (first: {bad[0]})"}
+    return {"status": "identical", "detail": f"{len(meta.get('files', {}))} files identical"}
 
 
 def render_scenes_job(payload: dict, ctx: JobContext) -> dict:

@@ -49,6 +49,8 @@ for _kind in (
     JobKind("score_dataset", "datarena.jobs.builtin:score_dataset_job", "cpu", 6 * 3600,
             "train the fixed DeepLabv3 on a dataset under a budget and score it on a test set "
             "(also used to re-run a submission for verification)"),
+    JobKind("verify_dataset", "datarena.jobs.builtin:verify_dataset_job", "cpu", 6 * 3600,
+            "re-run a dataset submission's scoring (and regenerate it when datarena made it) and compare"),
     JobKind("render_scenes", "datarena.jobs.builtin:render_scenes_job", "cpu", 3600,
             "render a shard of a scene grammar to a VOC or npy dataset"),
     JobKind("diffuse_shard", "datarena.jobs.builtin:diffuse_shard_job", "gpu", 12 * 3600,

@@ -18,11 +18,12 @@ TEAM_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234
 class ApiError(Exception):
     """An HTTP error whose message tells the client what to fix."""
 
-    def __init__(self, status: int, message: str, headers: dict | None = None):
+    def __init__(self, status: int, message: str, headers: dict | None = None, detail_extra: dict | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or {}
+        self.extra = detail_extra or {}  # more JSON fields beside "detail" (e.g. every offending file)
 
 
 class Passwords:

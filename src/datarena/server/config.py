@@ -6,9 +6,10 @@ import os
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from datarena.db import DATABASE_ENV
 from datarena.errors import ConfigError
@@ -33,6 +34,43 @@ class ChallengeExercise(BaseModel):
         return str(v)
 
 
+class TrackSpec(BaseModel):
+    """One track of a challenge: `labels` (the exercise suite above) or `dataset` (submitted datasets)."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    kind: Literal["labels", "dataset"]
+    title: str = ""
+    # ---- dataset tracks
+    classes: Literal["voc", "digits"] = "voc"  # VOC's 20 classes + background, or digit_scenes' 10 digits
+    max_pairs: int = Field(10_000, ge=1)
+    image_size: tuple[int, int] | None = (512, 512)  # (height, width); None = any
+    budget: str = "syntagen"  # syntagen, syntagen-100k, digit_scenes
+    budget_overrides: dict = Field(default_factory=dict)  # e.g. {iterations: 150}
+    device: str = "cpu"
+    test_set: str | None = None  # a private directory on the server (VOC layout or .npz); never served
+    test_render: dict | None = None  # {grammar, n, seed}: render the test set on first start if missing
+    submissions_per_phase: int = Field(3, ge=1)
+    submissions_per_day: int = Field(2, ge=1)
+    protocol: Literal["scored", "syntagen"] = "scored"
+    deadline1: datetime | None = None  # syntagen: seed + dataset + checksum until then; test set after
+    deadline2: datetime | None = None  # syntagen: claimed score + code until then
+    max_upload_mb: float = Field(2048, gt=0)
+    max_unpacked_mb: float = Field(4096, gt=0)
+    max_files: int = Field(25_000, ge=1)
+    verify_tolerance: float = Field(0.02, ge=0)  # mIoU difference allowed when a re-run cannot be bit-exact
+
+    @model_validator(mode="after")
+    def _dataset_needs(self) -> TrackSpec:
+        if self.kind == "dataset":
+            if not self.test_set and not self.test_render:
+                raise ValueError(f"dataset track {self.id!r} needs test_set (a private directory) or test_render")
+            if self.protocol == "syntagen" and (self.deadline1 is None or self.deadline2 is None):
+                raise ValueError(f"track {self.id!r}: the syntagen protocol needs deadline1 and deadline2")
+            if self.deadline1 and self.deadline2 and self.deadline2 <= self.deadline1:
+                raise ValueError(f"track {self.id!r}: deadline2 must come after deadline1")
+        return self
+
+
 class ChallengeSpec(BaseModel):
     """A challenge: title, phases, which suite exercises, budgets, where data and database live."""
 
@@ -54,12 +92,25 @@ class ChallengeSpec(BaseModel):
     cifar_dir: str | None = None
     faces_dir: str | None = None
     jobs: JobSettings = Field(default_factory=JobSettings)  # the job queue (datarena.jobs)
+    tracks: list[TrackSpec] = Field(default_factory=lambda: [TrackSpec(id="labels", kind="labels")])
 
     @field_validator("phases")
     @classmethod
     def _at_least_one_phase(cls, v: list[PhaseSpec]) -> list[PhaseSpec]:
         if not v:
             raise ValueError("a challenge needs at least one phase")
+        return v
+
+    @field_validator("tracks")
+    @classmethod
+    def _tracks_unique(cls, v: list[TrackSpec]) -> list[TrackSpec]:
+        ids = [t.id for t in v]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"track ids must be unique, got {ids}")
+        if sum(t.kind == "labels" for t in v) > 1:
+            raise ValueError("at most one labels track (the exercise suite of this file)")
+        if not v:
+            raise ValueError("a challenge needs at least one track")
         return v
 
     def resolved_secret_file(self) -> Path:
@@ -98,6 +149,9 @@ def load_challenge(path: str | Path | None = None, **overrides) -> ChallengeSpec
         raise ConfigError("\n".join(lines)) from None
     if not Path(spec.data_dir).is_absolute():
         spec.data_dir = str(base / spec.data_dir)
+    for t in spec.tracks:
+        if t.test_set and not Path(t.test_set).is_absolute():
+            t.test_set = str(base / t.test_set)
     if spec.secret_file and not Path(spec.secret_file).is_absolute():
         spec.secret_file = str(base / spec.secret_file)
     if spec.suite and not Path(spec.suite).is_absolute():

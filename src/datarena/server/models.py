@@ -14,7 +14,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from datarena.db import utcnow
 
-__all__ = ["Base", "Phase", "Reveal", "Submission", "Team", "Token", "utcnow"]
+__all__ = ["Base", "DatasetSubmission", "Phase", "Reveal", "Submission", "Team", "Token", "utcnow"]
 
 
 class Base(DeclarativeBase):
@@ -85,4 +85,29 @@ class Submission(Base):
     n_rows: Mapped[int] = mapped_column(Integer, nullable=False)
     labels_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
     labels_csv: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+
+
+class DatasetSubmission(Base):
+    """A dataset uploaded to a dataset track; its score lives in its job's result (datarena.jobs)."""
+
+    __tablename__ = "dataset_submissions"
+    __table_args__ = (UniqueConstraint("team_id", "phase_id", "track_id", "slot", name="uq_dataset_submission_slot"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"), nullable=False)
+    phase_id: Mapped[int] = mapped_column(ForeignKey("phases.id"), nullable=False)
+    track_id: Mapped[str] = mapped_column(String(32), nullable=False)
+    slot: Mapped[int] = mapped_column(Integer, nullable=False)
+    archive_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    archive_bytes: Mapped[int] = mapped_column(Integer, nullable=False)
+    dataset_path: Mapped[str] = mapped_column(Text, nullable=False)
+    n_pairs: Mapped[int] = mapped_column(Integer, nullable=False)
+    seed: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    declared_checksum: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    method: Mapped[str | None] = mapped_column(Text, nullable=True)
+    job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    claimed_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    code_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    code_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    verify_job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, nullable=False)

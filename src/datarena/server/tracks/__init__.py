@@ -1,0 +1,82 @@
+"""Tracks: one module per kind of challenge track.
+
+A track owns its data, submissions, scoring, leaderboard and routes. The Arena builds one
+object per entry of the challenge's `tracks:` list and asks each to prepare a new phase,
+mount its routes, rank teams and export results; adding a kind of track is one module and
+one line in KINDS.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
+
+from datarena.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from datarena.server.models import Phase
+    from datarena.server.web import Pages
+
+KINDS = {
+    "labels": "datarena.server.tracks.labels:LabelsTrack",
+    "dataset": "datarena.server.tracks.dataset:DatasetTrack",
+}
+
+
+class Track(ABC):
+    """What the Arena needs of every track."""
+
+    kind = ""
+
+    def __init__(self, arena, spec):
+        self.arena = arena
+        self.spec = spec
+        self.id = spec.id
+
+    @property
+    def title(self) -> str:
+        return self.spec.title or self.id
+
+    def url(self) -> str:
+        return f"/tracks/{self.id}"
+
+    def prepare_phase(self, out_dir, generation_seed: int, commitment: str, progress: bool) -> None:
+        """Make what a new phase needs (its data), before the phase row exists."""
+
+    def on_start(self, phase: Phase, progress: bool) -> None:
+        """Check or make what the track needs each time the server starts (e.g. a test set)."""
+
+    @abstractmethod
+    def mount(self, app: FastAPI, pages: Pages) -> None:
+        """Add the track's API routes and pages."""
+
+    @abstractmethod
+    def leaderboard(self, phase_id: int | None = None) -> dict:
+        """The track's ranking of validated teams in a phase (the current one by default)."""
+
+    def export_rows(self) -> list[dict]:
+        return []
+
+    def submission_counts(self) -> dict[int, int]:
+        return {}
+
+
+def track_class(kind: str) -> type[Track]:
+    if kind not in KINDS:
+        raise ConfigError(f"unknown track kind {kind!r}; choose one of {', '.join(KINDS)}.")
+    module, _, name = KINDS[kind].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def rank_rows(rows: list[dict], key) -> list[dict]:
+    """Sort best first and number them 1..n (ties share nothing: team name breaks them)."""
+    rows.sort(key=key)
+    for i, r in enumerate(rows):
+        r["rank"] = i + 1
+    return rows
+
+
+__all__ = ["KINDS", "Track", "rank_rows", "track_class"]

@@ -1,0 +1,499 @@
+"""The dataset track (SyntaGen, Meta-Sim): teams upload datasets; a fixed training scores them.
+
+Upload -> stream to disk under a cap -> sha256 -> unpack safely -> validate with the track's
+rules (422 listing every offending file; nothing counted) -> a submission row and a
+`score_dataset` job (202 at once). The score (mIoU, per-class IoU, model checksum) is the
+job's result. Protocols:
+
+* `scored`: that is all; the test set is never served.
+* `syntagen` (the seed document's two deadlines): until deadline 1 an upload must carry the
+  seed and the checksum of the team's own trained model; after deadline 1 uploads close and
+  the test set can be downloaded; until deadline 2 a team claims its score with a code
+  archive; the leaderboard shows the claim beside the server's own score.
+
+Overlays shown to a team are drawn on its own dataset, never on the private test set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import tempfile
+import zipfile
+from datetime import timedelta
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
+
+from datarena.data.archives import (
+    ArchiveError,
+    Limits,
+    archive_kind,
+    find_dataset_root,
+    unpack_safely,
+)
+from datarena.data.segmentation import (
+    DIGIT_CLASSES,
+    VOC_CLASSES,
+    DatasetRules,
+    validate_segmentation,
+)
+from datarena.db import utcnow
+from datarena.errors import DatarenaError
+from datarena.jobs.models import DONE, Job
+from datarena.jobs.store import JobError
+from datarena.server import web
+from datarena.server.auth import ApiError
+from datarena.server.models import DatasetSubmission, Phase, Team
+from datarena.server.teams import TeamRef
+from datarena.server.tracks import Track, rank_rows
+
+MAX_LISTED_PROBLEMS = 50
+MB = 1 << 20
+
+
+class DatasetTrack(Track):
+    kind = "dataset"
+
+    def __init__(self, arena, spec):
+        super().__init__(arena, spec)
+        from datarena.evaluate.train import budget_from
+
+        self.classes = VOC_CLASSES if spec.classes == "voc" else DIGIT_CLASSES
+        self.budget = budget_from(spec.budget, **spec.budget_overrides)  # a bad preset fails at start
+        if self.budget.num_classes != len(self.classes):
+            raise DatarenaError(f"track {self.id}: budget {spec.budget} trains {self.budget.num_classes} classes "
+                                f"but the track has {len(self.classes)} ({spec.classes}).")
+        self.root = Path(arena.spec.data_dir) / "tracks" / self.id
+        self.test_dir = Path(spec.test_set) if spec.test_set else self.root / "private-test-set"
+        self.rules = DatasetRules(max_pairs=spec.max_pairs, size=spec.image_size, num_classes=len(self.classes))
+        self.limits = Limits(max_bytes=int(spec.max_unpacked_mb * MB), max_files=spec.max_files)
+
+    # ------------------------------------------------------------ lifecycle
+
+    def on_start(self, phase: Phase, progress: bool) -> None:
+        """Render the private test set on first start when the track says how (test_render)."""
+        if self.test_dir.exists():
+            return
+        if not self.spec.test_render:
+            raise DatarenaError(f"track {self.id}: the test set {self.test_dir} does not exist.")
+        from datarena.scenes.grammar import load_grammar
+        from datarena.scenes.writers import write_scenes
+
+        r = self.spec.test_render
+        write_scenes(load_grammar(r["grammar"]), int(r["n"]), int(r.get("seed", 0)), self.test_dir,
+                     fmt="voc", show_progress=progress)
+
+    def info(self) -> dict:
+        s = self.spec
+        return {"id": self.id, "title": self.title, "kind": self.kind, "protocol": s.protocol,
+                "classes": list(self.classes), "rules": {"max_pairs": s.max_pairs, "image_size": s.image_size,
+                                                         "mask_values": f"0..{len(self.classes) - 1} and 255"},
+                "budget": {"preset": s.budget, **self.budget.model_dump()},
+                "submissions_per_phase": s.submissions_per_phase, "submissions_per_day": s.submissions_per_day,
+                "max_upload_mb": s.max_upload_mb,
+                "deadline1": s.deadline1.isoformat() if s.deadline1 else None,
+                "deadline2": s.deadline2.isoformat() if s.deadline2 else None,
+                "test_set_released": self.test_released()}
+
+    def test_released(self) -> bool:
+        return self.spec.protocol == "syntagen" and utcnow() > self.spec.deadline1
+
+    # ------------------------------------------------------------ submitting
+
+    def submit(self, team: TeamRef, upload: Path, filename: str, fields: dict) -> dict:
+        """Validate an uploaded archive and queue its scoring; nothing is counted if anything is refused."""
+        arena = self.arena
+        arena.require_validated(team)
+        phase = arena.current_phase()
+        arena.require_open(phase)
+        s = self.spec
+        if s.protocol == "syntagen":
+            if utcnow() > s.deadline1:
+                raise ApiError(403, f"deadline 1 ({s.deadline1:%Y-%m-%d %H:%M} UTC) has passed: datasets are "
+                                    f"frozen; claim your score with POST .../submissions/ID/claim until deadline 2.")
+            missing = [f for f in ("seed", "checksum") if not str(fields.get(f) or "").strip()]
+            if missing:
+                raise ApiError(422, f"the syntagen protocol needs {' and '.join(missing)} with the dataset: the seed "
+                                    f"that generated it and the sha256 of the model you trained on it "
+                                    f"(`datarena evaluate checksum model.pt`).")
+        checksum = str(fields.get("checksum") or "").strip().lower() or None
+        if checksum and (len(checksum) != 64 or any(c not in "0123456789abcdef" for c in checksum)):
+            raise ApiError(422, "checksum must be the 64 hex digits of a sha256 (`datarena evaluate checksum MODEL`).")
+        seed = str(fields.get("seed") or "").strip() or None
+        if seed and len(seed) > 64:
+            raise ApiError(422, "seed is at most 64 characters.")
+        self._check_quota(team, phase)
+        work = Path(tempfile.mkdtemp(prefix="upload-", dir=self._staging()))
+        try:
+            try:
+                kind = archive_kind(upload, filename)
+            except ArchiveError as exc:
+                raise ApiError(422, str(exc)) from None
+            digest, size = _sha256(upload)
+            if kind == "npz":
+                dataset = work / "dataset.npz"
+                shutil.copyfile(upload, dataset)
+            else:
+                try:
+                    unpack_safely(upload, work / "unpacked", self.limits, kind)
+                    dataset = find_dataset_root(work / "unpacked")
+                except ArchiveError as exc:
+                    raise ApiError(422, str(exc)) from None
+            report = validate_segmentation(dataset, self.rules)
+            if report.problems:
+                listed = [f"{f}: {msg}" for f, msg in report.problems[:MAX_LISTED_PROBLEMS]]
+                raise ApiError(422, f"the dataset breaks the track's rules ({len(report.problems)} problems); "
+                                    f"fix every file listed and upload again.",
+                               detail_extra={"problems": listed, "n_problems": len(report.problems)})
+            return self._record(team, phase, dataset, report.n_pairs, digest, size, seed, checksum,
+                                str(fields.get("method") or "")[:4000])
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _staging(self) -> Path:
+        path = self.root / "staging"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _check_quota(self, team: TeamRef, phase: Phase) -> None:
+        s = self.spec
+        with self.arena.Session() as db:
+            mine = select(func.count(DatasetSubmission.id)).where(
+                DatasetSubmission.team_id == team.id, DatasetSubmission.track_id == self.id)
+            n_phase = db.scalar(mine.where(DatasetSubmission.phase_id == phase.id)) or 0
+            day_ago = utcnow() - timedelta(days=1)
+            n_day = db.scalar(mine.where(DatasetSubmission.created_at > day_ago)) or 0
+            first_today = db.scalar(select(func.min(DatasetSubmission.created_at)).where(
+                DatasetSubmission.team_id == team.id, DatasetSubmission.track_id == self.id,
+                DatasetSubmission.created_at > day_ago))
+        if n_phase >= s.submissions_per_phase:
+            raise ApiError(409, f"team {team.name!r} already submitted {n_phase} of {s.submissions_per_phase} "
+                                f"datasets allowed on track {self.id} in {phase.name}.")
+        if n_day >= s.submissions_per_day:
+            wait = int((first_today + timedelta(days=1) - utcnow()).total_seconds()) + 1 if first_today else 3600
+            raise ApiError(429, f"team {team.name!r} submitted {n_day} datasets in the last 24 h on track {self.id} "
+                                f"(at most {s.submissions_per_day}); try again in {wait // 60 + 1} minutes.",
+                           {"Retry-After": str(max(1, wait))})
+        active = self.arena.jobs.store.list(state="queued", team_id=team.id) + \
+            self.arena.jobs.store.list(state="running", team_id=team.id)
+        if len(active) >= self.arena.spec.jobs.max_active_per_team:
+            raise ApiError(429, f"team {team.name!r} already has {len(active)} scoring job(s) waiting or running; "
+                                f"wait for one to finish.", {"Retry-After": "60"})
+
+    def _record(self, team: TeamRef, phase: Phase, dataset: Path, n_pairs: int, digest: str, size: int,
+                seed: str | None, checksum: str | None, method: str) -> dict:
+        with self.arena.Session() as db:
+            n = db.scalar(select(func.count(DatasetSubmission.id)).where(
+                DatasetSubmission.team_id == team.id, DatasetSubmission.phase_id == phase.id,
+                DatasetSubmission.track_id == self.id)) or 0
+            sub = DatasetSubmission(team_id=team.id, phase_id=phase.id, track_id=self.id, slot=n + 1,
+                                    archive_sha256=digest, archive_bytes=size, dataset_path="", n_pairs=n_pairs,
+                                    seed=seed, declared_checksum=checksum, method=method)
+            db.add(sub)
+            try:
+                db.commit()
+            except IntegrityError:  # a concurrent upload of the same team took the slot
+                raise ApiError(409, "another upload of your team was recorded at the same moment; "
+                                    "check your submissions before uploading again.") from None
+            sub_id = sub.id
+        home = self.root / "submissions" / str(sub_id)
+        home.mkdir(parents=True, exist_ok=True)
+        final = home / ("dataset.npz" if dataset.suffix == ".npz" else "dataset")
+        shutil.move(str(dataset), final)
+        try:
+            job = self.arena.jobs.submit("score_dataset", self._payload(final, home / "score"),
+                                         owner=f"dataset-submission:{sub_id}", team_id=team.id)
+        except JobError as exc:
+            self._forget(sub_id, home)
+            raise ApiError(429, str(exc), {"Retry-After": "60"}) from None
+        except Exception:
+            self._forget(sub_id, home)
+            raise
+        with self.arena.Session() as db:
+            row = db.get(DatasetSubmission, sub_id)
+            row.dataset_path, row.job_id = str(final), job.id
+            db.commit()
+        return {"submission_id": sub_id, "job_id": job.id, "sha256": digest, "n_pairs": n_pairs,
+                "track": self.id, "phase": phase.name, "state": job.state}
+
+    def _forget(self, sub_id: int, home: Path) -> None:
+        with self.arena.Session() as db:
+            row = db.get(DatasetSubmission, sub_id)
+            if row is not None:
+                db.delete(row)
+                db.commit()
+        shutil.rmtree(home, ignore_errors=True)
+
+    def _payload(self, dataset: Path, out: Path) -> dict:
+        return {"dataset": str(dataset), "test": str(self.test_dir), "out": str(out), "preset": self.spec.budget,
+                "overrides": self.spec.budget_overrides, "device": self.spec.device, "validate": "skip",
+                "overlays_from": "dataset"}
+
+    # ------------------------------------------------------------ syntagen: the second deadline
+
+    def claim(self, team: TeamRef, sub_id: int, score: object, code: Path | None, code_name: str) -> dict:
+        s = self.spec
+        if s.protocol != "syntagen":
+            raise ApiError(404, f"track {self.id} scores datasets itself; there is no score to claim.")
+        now = utcnow()
+        if now <= s.deadline1 or now > s.deadline2:
+            raise ApiError(403, f"scores are claimed between deadline 1 ({s.deadline1:%Y-%m-%d %H:%M}) and "
+                                f"deadline 2 ({s.deadline2:%Y-%m-%d %H:%M} UTC).")
+        try:
+            value = float(str(score))
+        except ValueError:
+            raise ApiError(422, f"score must be your mIoU as a number in [0, 1], got {score!r}.") from None
+        if not 0.0 <= value <= 1.0:
+            raise ApiError(422, f"score must lie in [0, 1], got {value}.")
+        if code is None:
+            raise ApiError(422, "attach your code archive (.zip or .tar) as the multipart field 'code'.")
+        with self.arena.Session() as db:
+            sub = db.get(DatasetSubmission, sub_id)
+            if sub is None or sub.team_id != team.id or sub.track_id != self.id:
+                raise ApiError(404, f"no dataset submission {sub_id} of team {team.name!r} on track {self.id}.")
+            home = self.root / "submissions" / str(sub_id)
+            suffix = "".join(Path(code_name).suffixes)[-16:] or ".bin"
+            shutil.copyfile(code, home / f"code{suffix}")
+            sub.claimed_score, sub.code_path, sub.code_sha256 = value, str(home / f"code{suffix}"), _sha256(code)[0]
+            db.commit()
+        return {"submission_id": sub_id, "claimed_score": value}
+
+    def test_set_zip(self) -> bytes:
+        if not self.test_released():
+            raise ApiError(403, f"the test set of track {self.id} is private"
+                                + (f" until deadline 1 ({self.spec.deadline1:%Y-%m-%d %H:%M} UTC)."
+                                   if self.spec.protocol == "syntagen" else "; it is never served."))
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+            for p in sorted(self.test_dir.rglob("*")):
+                if p.is_file():
+                    zf.write(p, f"test-set/{p.relative_to(self.test_dir)}")
+        return buf.getvalue()
+
+    # ------------------------------------------------------------ verification (organisers)
+
+    def verify(self, sub_id: int) -> Job:
+        """Queue a re-run of a finished submission (and a regeneration when datarena made the dataset)."""
+        with self.arena.Session() as db:
+            sub = db.get(DatasetSubmission, sub_id)
+            if sub is None or sub.track_id != self.id:
+                raise DatarenaError(f"no dataset submission {sub_id} on track {self.id}.")
+            scored = self.arena.jobs.get(sub.job_id) if sub.job_id else None
+            if scored is None or scored.state != "finished":
+                raise DatarenaError(f"submission {sub_id} has no finished score to verify yet "
+                                    f"(job {sub.job_id}: {scored.state if scored else 'none'}).")
+            payload = {**self._payload(Path(sub.dataset_path), self.root / "submissions" / str(sub_id) / "verify"),
+                       "reference": json.loads(scored.result), "tolerance": self.spec.verify_tolerance}
+            job = self.arena.jobs.submit("verify_dataset", payload, owner=f"verify:{sub_id}")
+            sub.verify_job_id = job.id
+            db.commit()
+        return job
+
+    # ------------------------------------------------------------ reading
+
+    def _rows(self, phase_id: int | None = None, team_id: int | None = None) -> list[tuple[DatasetSubmission, str]]:
+        q = select(DatasetSubmission, Team.name).join(Team, Team.id == DatasetSubmission.team_id).where(
+            DatasetSubmission.track_id == self.id).order_by(DatasetSubmission.id)
+        if phase_id is not None:
+            q = q.where(DatasetSubmission.phase_id == phase_id)
+        if team_id is not None:
+            q = q.where(DatasetSubmission.team_id == team_id)
+        with self.arena.Session() as db:
+            return [tuple(r) for r in db.execute(q).all()]
+
+    def _jobs(self, ids: list[int | None]) -> dict[int, Job]:
+        wanted = [i for i in ids if i]
+        if not wanted:
+            return {}
+        with self.arena.jobs.store.Session() as db:
+            return {j.id: j for j in db.scalars(select(Job).where(Job.id.in_(wanted)))}
+
+    def submission_json(self, sub: DatasetSubmission, jobs: dict[int, Job]) -> dict:
+        job = jobs.get(sub.job_id)
+        verify = jobs.get(sub.verify_job_id)
+        result = json.loads(job.result) if job and job.result else None
+        vres = json.loads(verify.result) if verify and verify.result else None
+        out = {"id": sub.id, "slot": sub.slot, "created_at": sub.created_at.isoformat(timespec="seconds"),
+               "n_pairs": sub.n_pairs, "sha256": sub.archive_sha256, "seed": sub.seed,
+               "declared_checksum": sub.declared_checksum, "method": sub.method, "claimed_score": sub.claimed_score,
+               "job_id": sub.job_id, "state": job.state if job else "unknown",
+               "progress": job.as_json(private=False)["progress"] if job else None,
+               "error": job.error if job else None,
+               "miou": result["miou"] if result else None,
+               "per_class_iou": result["per_class_iou"] if result else None,
+               "server_checksum": result["model_sha256"] if result else None,
+               "verification": (vres or {"status": verify.state if verify else None,
+                                         "reason": verify.error if verify else None})}
+        return out
+
+    def submissions_of(self, team: TeamRef) -> list[dict]:
+        rows = self._rows(team_id=team.id)
+        jobs = self._jobs([r[0].job_id for r in rows] + [r[0].verify_job_id for r in rows])
+        return [self.submission_json(sub, jobs) for sub, _ in reversed(rows)]
+
+    def leaderboard(self, phase_id: int | None = None) -> dict:
+        """Each validated team's best finished submission of the phase, ranked by mIoU."""
+        arena = self.arena
+        with arena.Session() as db:
+            phase = arena.phase_by_id(db, phase_id)
+        rows = self._rows(phase_id=phase.id)
+        jobs = self._jobs([r[0].job_id for r in rows] + [r[0].verify_job_id for r in rows])
+        validated = {t.id for t in arena.validated_teams()}
+        best: dict[str, dict] = {}
+        pending: dict[str, int] = {}
+        for sub, name in rows:
+            if sub.team_id not in validated:
+                continue
+            entry = self.submission_json(sub, jobs)
+            if entry["miou"] is None:
+                if entry["state"] not in DONE:
+                    pending[name] = pending.get(name, 0) + 1
+                continue
+            if name not in best or entry["miou"] > best[name]["miou"]:
+                best[name] = {"team": name, **entry}
+        ranked = rank_rows(list(best.values()), key=lambda r: (-r["miou"], r["team"]))
+        return {"title": arena.spec.title, "track": self.info(), "phase": arena.phase_json(phase),
+                "rows": ranked, "pending": pending}
+
+    def export_rows(self) -> list[dict]:
+        rows = self._rows()
+        jobs = self._jobs([r[0].job_id for r in rows] + [r[0].verify_job_id for r in rows])
+        phases = {p.id: p for p in self.arena.phases()}
+        out = []
+        for sub, name in rows:
+            e = self.submission_json(sub, jobs)
+            p = phases[sub.phase_id]
+            out.append({"phase": p.name, "commitment": p.commitment, "secret": p.revealed_secret, "track": self.id,
+                        "team": name, "item": "dataset", "attempt": sub.slot, "score": e["miou"],
+                        "worst_group_accuracy": None,
+                        "detail": f"{sub.n_pairs} pairs; {e['state']}; server {e['server_checksum'] or '-'}; "
+                                  f"declared {sub.declared_checksum or '-'}; claimed {sub.claimed_score}; "
+                                  f"verified {e['verification'].get('status') or '-'}",
+                        "sha256": sub.archive_sha256, "submitted_at": e["created_at"]})
+        return out
+
+    def submission_counts(self) -> dict[int, int]:
+        with self.arena.Session() as db:
+            return dict(db.execute(select(DatasetSubmission.team_id, func.count(DatasetSubmission.id))
+                                   .where(DatasetSubmission.track_id == self.id)
+                                   .group_by(DatasetSubmission.team_id)).all())
+
+    def own_submission(self, team: TeamRef, sub_id: int) -> DatasetSubmission:
+        with self.arena.Session() as db:
+            sub = db.get(DatasetSubmission, sub_id)
+        if sub is None or sub.team_id != team.id or sub.track_id != self.id:
+            raise ApiError(404, f"no dataset submission {sub_id} of team {team.name!r} on track {self.id}.")
+        return sub
+
+    # ------------------------------------------------------------ routes
+
+    def mount(self, app: FastAPI, pages: web.Pages) -> None:
+        arena, base, limit = self.arena, f"/api/tracks/{self.id}", int(self.spec.max_upload_mb * MB)
+
+        async def receive_upload(request: Request, field: str = "file"):
+            ctype = request.headers.get("content-type", "")
+            if not ctype.startswith("multipart/form-data"):
+                raise ApiError(415, f"send multipart/form-data with the archive in the field '{field}' "
+                                    f"(got Content-Type {ctype or 'none'!r}).")
+            data = await web.streamed_form(request, limit)
+            upload = data.get(field)
+            if upload is None or isinstance(upload, str):
+                raise ApiError(422, f"attach the dataset (.zip, .tar or .npz) as the multipart field '{field}'.")
+            return data, upload
+
+        async def spooled(upload) -> Path:
+            tmp = Path(tempfile.mkstemp(prefix="upload-", dir=self._staging())[1])
+            with open(tmp, "wb") as fh:
+                while chunk := await upload.read(1 << 20):
+                    fh.write(chunk)
+            return tmp
+
+        async def accept(request: Request, team: TeamRef) -> dict:
+            data, upload = await receive_upload(request)
+            path = await spooled(upload)
+            try:
+                fields = {k: data.get(k) for k in ("seed", "checksum", "method")}
+                return await run_in_threadpool(self.submit, team, path, upload.filename or "", fields)
+            finally:
+                path.unlink(missing_ok=True)
+
+        @app.get(base)
+        def api_track():
+            return self.info()
+
+        @app.post(f"{base}/submissions", status_code=202)
+        async def api_submit(request: Request):
+            team = await run_in_threadpool(arena.team_for_token, web.bearer(request))
+            return await accept(request, team)
+
+        @app.get(f"{base}/submissions")
+        def api_my_submissions(request: Request):
+            return {"track": self.id, "submissions": self.submissions_of(arena.team_for_token(web.bearer(request)))}
+
+        @app.get(f"{base}/submissions/{{sub_id}}/overlays.png")
+        def api_overlays(sub_id: int, request: Request):
+            team = pages.optional_team(request) or arena.team_for_token(web.bearer(request))
+            self.own_submission(team, sub_id)
+            path = self.root / "submissions" / str(sub_id) / "score" / "overlays.png"
+            if not path.is_file():
+                raise ApiError(404, "no overlays yet: the submission is not scored.")
+            return FileResponse(path, media_type="image/png")
+
+        @app.post(f"{base}/submissions/{{sub_id}}/claim")
+        async def api_claim(sub_id: int, request: Request):
+            team = await run_in_threadpool(arena.team_for_token, web.bearer(request))
+            data, upload = await receive_upload(request, "code")
+            path = await spooled(upload)
+            try:
+                return await run_in_threadpool(self.claim, team, sub_id, data.get("score"), path,
+                                               upload.filename or "code.zip")
+            finally:
+                path.unlink(missing_ok=True)
+
+        @app.get(f"{base}/leaderboard")
+        def api_board(phase: int | None = None):
+            return self.leaderboard(phase)
+
+        @app.get(f"{base}/test-set.zip")
+        def api_test_set():
+            return Response(self.test_set_zip(), media_type="application/zip",
+                            headers={"Content-Disposition": f'attachment; filename="{self.id}-test-set.zip"'})
+
+        @app.get(self.url(), response_class=HTMLResponse)
+        def page_track(request: Request, phase: int | None = None):
+            team = pages.optional_team(request)
+            mine = self.submissions_of(team) if team else None
+            return pages.render(request, "track.html", {"board": self.leaderboard(phase), "mine": mine,
+                                                        "track": self, "phases": arena.phases()})
+
+        @app.post(f"{self.url()}/submit")
+        async def page_submit(request: Request):
+            team = await run_in_threadpool(pages.session_team, request)
+            ctype = request.headers.get("content-type", "")
+            if not ctype.startswith("multipart/form-data"):
+                raise ApiError(415, "send the form as multipart/form-data.")
+            data, upload = await receive_upload(request)
+            web.check_csrf(request, data)
+            path = await spooled(upload)
+            try:
+                fields = {k: data.get(k) for k in ("seed", "checksum", "method")}
+                await run_in_threadpool(self.submit, team, path, upload.filename or "", fields)
+            finally:
+                path.unlink(missing_ok=True)
+            return RedirectResponse(self.url(), status_code=303)
+
+
+def _sha256(path: Path) -> tuple[str, int]:
+    h, size = hashlib.sha256(), 0
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+            size += len(block)
+    return h.hexdigest(), size
