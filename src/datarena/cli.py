@@ -221,6 +221,15 @@ def verify_phase_cmd(
     console.print(f"[green]{report.phase} verified[/]: the revealed secret regenerates every file and hidden label.")
 
 
+@admin_app.command("verify")
+def admin_verify(submission: int = typer.Argument(..., help="Dataset submission id (track page, export-results)."),
+                 challenge: Path = CHALLENGE, data_dir: Path = DATA_DIR) -> None:
+    """Reproduce a dataset submission: re-train (and regenerate a datarena-made dataset) as a job, then compare."""
+    job = _arena(challenge, data_dir).verify_submission(submission)
+    console.print(f"queued verification job {job.id} for submission {submission}; the server's worker runs it "
+                  f"(`datarena admin jobs show {job.id}`); the result shows on the track's leaderboard.")
+
+
 jobs_app = typer.Typer(help="Organiser commands on the job queue (scoring, verification, generation).", no_args_is_help=True)
 admin_app.add_typer(jobs_app, name="jobs")
 
@@ -317,6 +326,52 @@ def worker_cmd(
     console.print(f"worker on {', '.join(wanted)} (concurrency {concurrency}); broker {broker}; database {url}")
     run_worker(broker, url, wanted, concurrency, prefix or spec.jobs.resolved_prefix(), lease_s or spec.jobs.lease_s,
                republish_after_s or spec.jobs.republish_after_s, hostname=hostname)
+
+
+@app.command("submit-dataset")
+def submit_dataset_cmd(
+    path: Path = typer.Argument(..., help="A VOC-layout directory, or an .npz / .zip / .tar file."),
+    server: str = typer.Option(..., "--server", help="Challenge server URL."),
+    team: str = typer.Option(..., "--team"),
+    password: str = typer.Option(..., "--password", envvar="DATARENA_PASSWORD"),
+    track: str = typer.Option(..., "--track", help="Dataset track id (see GET /api/tracks)."),
+    seed: str = typer.Option(None, "--seed", help="The seed that generated the dataset."),
+    checksum: str = typer.Option(None, "--checksum", help="sha256 of the model you trained on it (`datarena evaluate checksum`)."),
+    method: str = typer.Option(None, "--method", help="Free text: how the dataset was made."),
+    wait: bool = typer.Option(False, "--wait", help="Wait for the score, showing the scoring job's progress."),
+) -> None:
+    """Upload a dataset to a dataset track (it is validated, then scored by the organisers' fixed training)."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    from datarena.server.client import ArenaClient, ArenaError
+
+    if not path.exists():
+        raise DatarenaError(f"{path} does not exist.")
+    client = ArenaClient(server, team, password)
+    with Progress("[bold]uploading", BarColumn(), DownloadColumn(), TransferSpeedColumn(), console=console) as bar:
+        task = bar.add_task("upload", total=None)
+        try:
+            res = client.submit_dataset(track, path, seed, checksum, method,
+                                        progress=lambda sent, total: bar.update(task, completed=sent, total=total))
+        except ArenaError as err:
+            raise DatarenaError(str(err)) from None
+    console.print(f"submission {res['submission_id']} accepted ({res['n_pairs']} pairs, sha256 {res['sha256'][:16]}…); "
+                  f"scoring job {res['job_id']}")
+    if not wait:
+        return
+    with Progress("[bold]scoring", BarColumn(), "{task.completed}/{task.total} {task.fields[msg]}", console=console) as bar:
+        task = bar.add_task("score", total=None, msg="queued")
+
+        def show(job: dict) -> None:
+            p = job["progress"]
+            bar.update(task, completed=p["step"] or 0, total=p["total"],
+                       msg=f"{job['state']} {p['message'] or ''}" + (f" ETA {p['eta_s']:.0f}s" if p["eta_s"] else ""))
+
+        job = client.wait_for_job(res["job_id"], on_update=show)
+    if job["state"] != "finished":
+        raise DatarenaError(f"scoring {job['state']}: {job['error']}")
+    r = job["result"]
+    console.print(f"mIoU {r['miou']:.4f}  (model sha256 {r['model_sha256']})")
 
 
 @app.command("solve")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 from pathlib import Path
 
@@ -96,6 +97,86 @@ class ArenaClient:
     def leaderboard(self, phase: int | None = None) -> dict:
         params = {"phase": phase} if phase else None
         return self._check(self.http.get("/api/leaderboard", params=params)).json()
+
+
+    # ---------------------------------------------------------------- dataset tracks
+
+    def submit_dataset(self, track: str, path: str | Path, seed: str | int | None = None, checksum: str | None = None,
+                       method: str | None = None, progress=None) -> dict:
+        """Pack a dataset (a VOC directory is zipped; an .npz/.zip/.tar is sent as is) and upload it.
+
+        `progress(sent_bytes, total_bytes)` is called while uploading. Returns the submission id
+        and the id of its scoring job (the answer comes at once; the score comes later).
+        """
+        import tempfile
+
+        path = Path(path)
+        tmp = None
+        if path.is_dir():
+            tmp = tempfile.NamedTemporaryFile(suffix=".zip", delete=False)
+            tmp.close()
+            with zipfile.ZipFile(tmp.name, "w", zipfile.ZIP_STORED) as zf:  # images are compressed already
+                for f in sorted(path.rglob("*")):
+                    if f.is_file():
+                        zf.write(f, f"{path.name}/{f.relative_to(path)}")
+            archive, name = Path(tmp.name), f"{path.name}.zip"
+        else:
+            archive, name = path, path.name
+        try:
+            total = archive.stat().st_size
+
+            def chunks():
+                sent = 0
+                with open(archive, "rb") as fh:
+                    while block := fh.read(1 << 20):
+                        sent += len(block)
+                        if progress:
+                            progress(sent, total)
+                        yield block
+
+            fields = {k: str(v) for k, v in (("seed", seed), ("checksum", checksum), ("method", method)) if v is not None}
+            boundary = f"datarena{os.urandom(8).hex()}"
+            body = _multipart_stream(boundary, fields, "file", name, chunks())
+            resp = self.http.post(f"/api/tracks/{track}/submissions", content=body, timeout=None,
+                                  headers={**self._auth(), "Content-Type": f"multipart/form-data; boundary={boundary}"})
+        finally:
+            if tmp is not None:
+                os.unlink(tmp.name)
+        return self._check(resp).json()
+
+    def dataset_submissions(self, track: str) -> list[dict]:
+        return self._check(self.http.get(f"/api/tracks/{track}/submissions", headers=self._auth())).json()["submissions"]
+
+    def job(self, job_id: int) -> dict:
+        return self._check(self.http.get(f"/api/jobs/{job_id}", headers=self._auth())).json()
+
+    def wait_for_job(self, job_id: int, timeout: float = 3600.0, poll_s: float = 1.0, on_update=None) -> dict:
+        """Poll a job until it is finished, failed or cancelled; `on_update(job)` sees every answer."""
+        import time
+
+        deadline = time.time() + timeout
+        while True:
+            job = self.job(job_id)
+            if on_update:
+                on_update(job)
+            if job["state"] in ("finished", "failed", "cancelled"):
+                return job
+            if time.time() > deadline:
+                raise ArenaError(408, f"job {job_id} still {job['state']} after {timeout:g} s")
+            time.sleep(poll_s)
+
+    def track_leaderboard(self, track: str) -> dict:
+        return self._check(self.http.get(f"/api/tracks/{track}/leaderboard")).json()
+
+
+def _multipart_stream(boundary: str, fields: dict[str, str], file_field: str, filename: str, chunks):
+    """A multipart/form-data body generated piece by piece (the file is never held in memory)."""
+    for key, value in fields.items():
+        yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{key}\"\r\n\r\n{value}\r\n").encode()
+    yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{file_field}\"; filename=\"{filename}\"\r\n"
+           f"Content-Type: application/octet-stream\r\n\r\n").encode()
+    yield from chunks
+    yield f"\r\n--{boundary}--\r\n".encode()
 
 
 class ServerOracle:

@@ -43,11 +43,11 @@ class Track(ABC):
     def url(self) -> str:
         return f"/tracks/{self.id}"
 
-    def prepare_phase(self, out_dir, generation_seed: int, commitment: str, progress: bool) -> None:
-        """Make what a new phase needs (its data), before the phase row exists."""
+    def prepare_phase(self, out_dir, generation_seed: int, commitment: str, progress: bool) -> None:  # noqa: B027
+        """Make what a new phase needs (its data), before the phase row exists; nothing by default."""
 
-    def on_start(self, phase: Phase, progress: bool) -> None:
-        """Check or make what the track needs each time the server starts (e.g. a test set)."""
+    def on_start(self, phase: Phase, progress: bool) -> None:  # noqa: B027
+        """Check or make what the track needs each time the server starts (e.g. a test set); nothing by default."""
 
     @abstractmethod
     def mount(self, app: FastAPI, pages: Pages) -> None:
