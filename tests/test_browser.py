@@ -68,3 +68,48 @@ def test_register_submit_and_see_leaderboard(browser, tmp_path, phase_data_cache
         page.click("#submit-form button[type=submit]")
         assert "already submitted" in page.inner_text("#message")
     assert (artifacts / "leaderboard.png").stat().st_size > 5000
+
+
+def test_upload_a_dataset_and_see_its_score(browser, tmp_path, artifacts):
+    """The dataset track in a real browser: log in, upload through the form, wait, see the leaderboard."""
+    import time
+
+    from datarena.scenes.grammar import load_grammar
+    from datarena.scenes.writers import write_scenes
+    from tests.test_dataset_track import FAST
+
+    test_set = write_scenes(load_grammar("digit_scenes_target"), 4, 5, tmp_path / "test", fmt="voc", show_progress=False)
+    mine = write_scenes(load_grammar("digit_scenes"), 8, 0, tmp_path / "mine", fmt="voc", show_progress=False)
+    archive = shutil.make_archive(str(tmp_path / "mine"), "zip", root_dir=mine)
+    arena = Arena(fast_challenge(tmp_path / "data", exercises=None, tracks=[
+        {"id": "scenes", "kind": "dataset", "title": "Digit scenes", "classes": "digits", "image_size": [64, 64],
+         "budget": "digit_scenes", "budget_overrides": FAST, "test_set": str(test_set)}]))
+    arena.start(progress=False)
+    arena.register("web_team", "a long enough password")
+    arena.validate_team("web_team")
+    with BackgroundServer(arena) as url:
+        page = browser.new_page()
+        page.goto(f"{url}/login")
+        page.fill("#name", "web_team")
+        page.fill("#password", "a long enough password")
+        page.click("#login-form button[type=submit]")
+        page.goto(f"{url}/tracks/scenes")
+        page.set_input_files("#file", archive)
+        page.fill("#seed", "0")
+        page.fill("#method", "prior grammar, 8 scenes")
+        page.click("#dataset-form button[type=submit]")
+        assert page.url.endswith("/tracks/scenes")
+        deadline = time.time() + 240
+        while page.locator("#my-submissions tr[data-state=finished]").count() == 0:
+            assert time.time() < deadline, page.inner_text("#my-submissions")
+            assert page.locator("#my-submissions tr[data-state=failed]").count() == 0, page.inner_text("#my-submissions")
+            time.sleep(1.0)
+            page.reload()
+        row = page.locator("#track-leaderboard tr[data-team=web_team]")
+        assert row.count() == 1
+        miou = float(row.locator("td.miou").inner_text())
+        assert 0.0 <= miou <= 1.0
+        assert page.locator("#my-submissions img").count() == 1  # overlays on the team's own images
+        page.screenshot(path=str(artifacts / "dataset_track.png"), full_page=True)
+    assert (artifacts / "dataset_track.png").stat().st_size > 5000
+    arena.engine.dispose()

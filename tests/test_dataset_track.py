@@ -113,6 +113,8 @@ def test_upload_is_scored_and_ranked(served, scenes, tmp_path):
     assert rows[a.username]["server_checksum"] == ja["result"]["model_sha256"]
     assert rows[a.username]["declared_checksum"] == declared  # both checksums are shown
     assert [r["rank"] for r in board["rows"]] == [1, 2]
+    assert rows[b.username]["miou"] == pytest.approx(jb["result"]["miou"])
+    assert board["rows"][0]["miou"] >= board["rows"][1]["miou"]
     mine = a.dataset_submissions("scenes")
     assert mine[0]["per_class_iou"]["background"] is not None and mine[0]["method"] == "target grammar"
     # the overlays (on the team's own images) are the team's only

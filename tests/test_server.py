@@ -340,3 +340,29 @@ def test_web_login_logout_and_phases(backend):
         out = browser.post("/logout", data={"csrf_token": token})
         assert out.status_code == 303
         assert 'id="submit-form"' not in browser.get("/exercises/01").text
+
+
+def test_hidden_labels_load_once_under_concurrent_first_calls(phase_data_cache):
+    """Regression: a half-filled cache raised KeyError under load (500, then a reset connection)."""
+    import threading
+
+    from datarena.server.catalogue import Catalogue
+
+    for _ in range(20):
+        info = Catalogue(None).find(str(phase_data_cache), "01")
+        barrier, errors, seen = threading.Barrier(16), [], []
+
+        def first_call(info=info, barrier=barrier, errors=errors, seen=seen):
+            barrier.wait()
+            try:
+                seen.append(info.hidden())
+            except Exception as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        threads = [threading.Thread(target=first_call) for _ in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == [] and len(seen) == 16
+        assert all(y is seen[0][0] for y, _ in seen)  # one load, shared

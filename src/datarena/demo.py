@@ -39,8 +39,10 @@ def run_demo(out: Path, seed: int = 42, console: Console | None = None, linger: 
     (data_dir / "server-secret").chmod(0o600)
     console.rule(f"1. generating the hackathon42 suite (phase seed {seed}, the demo's published server secret) "
                  f"and starting the challenge server")
-    arena = Arena(ChallengeSpec(title="hackathon42 demo", data_dir=str(data_dir),
-                                phases=[{"name": "phase 1", "seed": seed}]))
+    dataset_track = example_dataset_track()
+    arena = Arena(ChallengeSpec(title="datarena demo", data_dir=str(data_dir),
+                                phases=[{"name": "phase 1", "seed": seed}],
+                                tracks=[{"id": "labels", "kind": "labels"}, dataset_track]))
     phase = arena.start(progress=True)
     with BackgroundServer(arena) as url:
         console.print(f"server at {url}; database {arena.url}; data {phase.data_dir}")
@@ -72,8 +74,57 @@ def run_demo(out: Path, seed: int = 42, console: Console | None = None, linger: 
             lb.add_row(str(r["rank"]), r["team"], f"{r['total']:.3f}", "")
         console.print(lb)
         console.print(f"leaderboard page: {url}/  (saliency maps in {out / 'saliency'})")
-        console.print(f"demo finished in {time.perf_counter() - t_start:.0f} s. To browse it again: "
-                      f"datarena serve --data-dir {data_dir}")
+        dataset_round(arena, url, out, console)
+        console.print(f"demo finished in {time.perf_counter() - t_start:.0f} s.")
         if linger > 0:
             time.sleep(linger)
     return board
+
+
+def example_dataset_track() -> dict:
+    """The dataset track of the shipped example challenge (examples/dataset_challenge.yaml)."""
+    from importlib import resources
+
+    import yaml
+
+    text = resources.files("datarena.server").joinpath("examples/dataset_challenge.yaml").read_text()
+    return yaml.safe_load(text)["tracks"][0]
+
+
+def dataset_round(arena, url: str, out: Path, console: Console) -> list[dict]:
+    """Two teams submit datasets to the example track; the server's embedded worker scores both."""
+    from datarena.scenes.grammar import load_grammar
+    from datarena.scenes.writers import write_scenes
+    from datarena.server.client import ArenaClient
+
+    track = arena.tracks["scenes"]
+    console.rule(f"5. dataset track '{track.id}': two teams submit digit-scene datasets, the server trains "
+                 f"DeepLabv3 ({track.budget.backbone}, {track.budget.iterations} it) on each")
+    entries = [("prior_team", "digit_scenes", "the prior grammar"),
+               ("target_team", "digit_scenes_target", "a target-like grammar")]
+    jobs = []
+    for name, grammar, what in entries:
+        data = write_scenes(load_grammar(grammar), 400, 7, out / "datasets" / name, fmt="voc", show_progress=False)
+        client = ArenaClient(url, name, "demo password 42")
+        client.register()
+        arena.validate_team(name)
+        res = client.submit_dataset(track.id, data, seed=7, method=f"400 scenes of {what} ({grammar})")
+        console.print(f"  {name}: uploaded {res['n_pairs']} pairs of {grammar} -> submission {res['submission_id']}, "
+                      f"scoring job {res['job_id']}")
+        jobs.append((name, grammar, client, res["job_id"]))
+    results = []
+    for name, grammar, client, job_id in jobs:
+        t0 = time.perf_counter()
+        job = client.wait_for_job(job_id, poll_s=1.0)
+        if job["state"] != "finished":
+            raise RuntimeError(f"scoring {name}'s dataset {job['state']}: {job['error']}")
+        console.print(f"  {name} ({grammar}): mIoU {job['result']['miou']:.4f} "
+                      f"(waited {time.perf_counter() - t0:.0f} s)")
+        results.append({"team": name, "grammar": grammar, "miou": job["result"]["miou"]})
+    board = arena.tracks[track.id].leaderboard()
+    lb = Table("rank", "team", "mIoU", "server checksum")
+    for r in board["rows"]:
+        lb.add_row(str(r["rank"]), r["team"], f"{r['miou']:.4f}", r["server_checksum"][:16])
+    console.print(lb)
+    console.print(f"track page: {url}{track.url()}")
+    return results

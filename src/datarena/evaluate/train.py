@@ -100,7 +100,9 @@ def normalise(x: torch.Tensor) -> torch.Tensor:
 
 
 def _to_tensor(image: np.ndarray) -> torch.Tensor:
-    x = torch.from_numpy(np.ascontiguousarray(_as_rgb(image))).permute(2, 0, 1).float().unsqueeze(0) / 255.0
+    rgb = _as_rgb(image)
+    rgb = rgb if rgb.flags.writeable and rgb.flags.c_contiguous else np.array(rgb)  # PIL arrays are read-only
+    x = torch.from_numpy(rgb).permute(2, 0, 1).float().unsqueeze(0) / 255.0
     return normalise(x)
 
 

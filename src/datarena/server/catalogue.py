@@ -12,6 +12,7 @@ import numpy as np
 from datarena.data.bundle import PUBLIC_ARRAYS
 from datarena.errors import ConfigError
 
+_HIDDEN_LOCK = threading.Lock()
 PUBLIC_FILES = tuple(f"{a}.npy" for a in PUBLIC_ARRAYS) + ("meta.json", "preview.png")
 
 
@@ -34,11 +35,21 @@ class ExerciseInfo:
         return int(self.id)
 
     def hidden(self) -> tuple[np.ndarray, np.ndarray]:
-        """(y_target, groups_target), loaded once."""
-        if not self._hidden:
-            self._hidden["y"] = np.load(self.private_dir / "y_val.npy")
-            self._hidden["g"] = np.load(self.private_dir / "groups_val.npy")
-        return self._hidden["y"], self._hidden["g"]
+        """(y_target, groups_target), loaded once.
+
+        Concurrent first calls (32 clients revealing at once) must not see a half-filled cache:
+        the pair is loaded whole and published in one assignment, under a lock. (A KeyError here
+        used to surface as a 500 after which uvicorn closed the keep-alive connection: the
+        `ConnectionResetError` of bench_server.py.)
+        """
+        pair = self._hidden.get("pair")
+        if pair is None:
+            with _HIDDEN_LOCK:
+                pair = self._hidden.get("pair")
+                if pair is None:
+                    pair = (np.load(self.private_dir / "y_val.npy"), np.load(self.private_dir / "groups_val.npy"))
+                    self._hidden["pair"] = pair
+        return pair
 
     def public_files(self) -> list[str]:
         return [f for f in PUBLIC_FILES if (self.public_dir / f).exists()]
