@@ -177,8 +177,8 @@ def test_every_bad_upload_is_refused_and_costs_nothing(tmp_path, scenes):
         ("too large", ("d.zip", b"PK" + os.urandom(3 << 20)), 413, "larger than"),
         ("too many files", ("d.zip", _zip(many)), 422, "entries, the limit is 200"),
         ("zip bomb", ("d.zip", bomb.getvalue()), 422, "unpacks to more than"),
-        ("65x64 image", ("d.zip", _voc_zip([("a", np.zeros((64, 65), np.uint8), np.zeros((64, 65), np.uint8))], tmp_path)),
-         422, None),
+        ("513x512 image", ("d.zip", _voc_zip([("a", np.zeros((512, 513), np.uint8), np.zeros((512, 513), np.uint8))],
+                                             tmp_path)), 422, None),
         ("mask value 77", ("d.zip", _voc_zip([("a", img, bad_mask)], tmp_path)), 422, None),
         ("10,001 pairs", ("d.npz", npz.getvalue()), 422, None),
     ]
@@ -186,7 +186,7 @@ def test_every_bad_upload_is_refused_and_costs_nothing(tmp_path, scenes):
         c = team(arena, url)
         auth = {"authorization": f"Bearer {c.token}"}
         for what, (name, body), status, needle in cases:
-            track = "voc" if what == "10,001 pairs" else "scenes"
+            track = "voc" if what in ("10,001 pairs", "513x512 image") else "scenes"  # voc: SyntaGen's 512x512 rule
             fields = {"seed": "1", "checksum": "0" * 64}
             r = httpx.post(f"{url}/api/tracks/{track}/submissions", files={"file": (name, body)}, data=fields,
                            headers=auth, timeout=60)
@@ -197,7 +197,7 @@ def test_every_bad_upload_is_refused_and_costs_nothing(tmp_path, scenes):
             else:
                 assert "breaks the track's rules" in body_json["detail"], (what, body_json)
                 listed = " ".join(body_json["problems"])
-                expect = {"65x64 image": "is 65x64 (WxH), must be 64x64", "mask value 77": "values [77]",
+                expect = {"513x512 image": "is 513x512 (WxH), must be 512x512", "mask value 77": "values [77]",
                           "10,001 pairs": "10001 pairs, the limit is 10000"}[what]
                 assert expect in listed, (what, listed)
         wrong_type = httpx.post(f"{url}/api/tracks/scenes/submissions", json={"file": "x"}, headers=auth)
