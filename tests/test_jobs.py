@@ -436,3 +436,21 @@ def test_admin_jobs_cli(tmp_path):
     body = json.loads(shown.stdout)
     assert body["state"] == "queued" and body["payload"] == {"seconds": 1, "fail": "no GPU here"}
     assert cli("show", "99").returncode != 0
+
+
+def test_embedded_worker_hands_its_job_back_on_shutdown(tmp_path):
+    c = Cluster(tmp_path, None)
+    try:
+        job = c.queue.submit("sleep", {"seconds": 30})
+        c.wait([job.id], states=("running",), timeout=30)
+        t0 = time.time()
+        c.queue.stop()  # the server shuts down in the middle of the job
+        assert time.time() - t0 < 5
+        back = c.queue.get(job.id)
+        assert back.state == "queued" and back.attempts == 0 and back.worker is None
+        short = c.queue.store.create("sleep", "cpu", {"seconds": 0.2}, time_limit_s=60)
+        c.queue.cancel(job.id)
+        c.queue.start()  # the next start runs what is queued
+        assert c.wait([short.id], timeout=30)[0].state == "finished"
+    finally:
+        c.close()

@@ -32,7 +32,7 @@ class EmbeddedWorker(threading.Thread):
                     last_reap = time.monotonic()
                 job_id = self.store.next_queued(self.queues)
                 if job_id is not None:
-                    execute(self.store, job_id, worker_name("embedded"))
+                    execute(self.store, job_id, worker_name("embedded"), stopping=self.stopped)
                     continue
             except Exception:  # noqa: BLE001 - a database hiccup must not kill the worker thread
                 pass
@@ -42,6 +42,8 @@ class EmbeddedWorker(threading.Thread):
     def notify(self) -> None:
         self.wake.set()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop after handing a running job back to the queue (it resumes on the next start)."""
         self.stopped.set()
         self.wake.set()
+        self.join(timeout)

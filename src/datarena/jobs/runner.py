@@ -66,10 +66,12 @@ class JobContext:
         self._abort = reason
 
 
-def execute(store: JobStore, job_id: int, worker: str, hard_exit_when_stuck: bool = False) -> str:
+def execute(store: JobStore, job_id: int, worker: str, hard_exit_when_stuck: bool = False,
+            stopping: threading.Event | None = None) -> str:
     """Run job `job_id` if this delivery can claim it; returns the outcome for logs.
 
     "skipped": someone else holds it or it is done (a duplicate or late delivery).
+    "released": `stopping` was set (the server shuts down); the job went back to the queue.
     """
     claim = store.claim(job_id, worker)
     if claim is None:
@@ -92,11 +94,18 @@ def execute(store: JobStore, job_id: int, worker: str, hard_exit_when_stuck: boo
     ctx.log(f"attempt {claim.attempt} on {worker}")
     thread.start()
     beat = max(0.05, store.lease_s / 3)
+    if stopping is not None:
+        beat = min(beat, 0.5)  # notice a shutdown quickly
     deadline = time.monotonic() + claim.time_limit_s
     while True:
         thread.join(timeout=max(0.0, min(beat, deadline - time.monotonic())))
         if not thread.is_alive():
             break
+        if stopping is not None and stopping.is_set():
+            ctx.abort("worker stopping")
+            thread.join(timeout=ABORT_GRACE_S)
+            store.release(claim)
+            return "released"
         if time.monotonic() >= deadline:
             ctx.abort("time limit")
             store.fail(claim, f"exceeded the time limit of {claim.time_limit_s:g} s", ctx.log_tail())

@@ -156,6 +156,12 @@ class JobStore:
                             state=CANCELLED, finished_at=utcnow(), worker=None, lease_expires_at=None,
                             error="cancelled by an organiser", log_tail=log_tail)
 
+    def release(self, claim: Claim) -> bool:
+        """A worker that is shutting down hands a running job back: queued, this attempt not counted."""
+        return self._update(claim.job_id, (Job.state == RUNNING, Job.worker == claim.worker),
+                            state=QUEUED, worker=None, lease_expires_at=None, attempts=Job.attempts - 1,
+                            published_at=utcnow(), progress_message="re-queued: its worker was shut down")
+
     # ---------------------------------------------------------------- organisers
 
     def cancel(self, job_id: int) -> Job:
