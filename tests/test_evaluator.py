@@ -50,10 +50,11 @@ def digits():
 
 def test_presets_follow_the_challenge_rules():
     b = PRESETS["syntagen"]
-    assert (b.iterations, b.batch_size, b.crop_size, b.backbone, b.num_classes) == (10_000, 8, 512, "resnet50", 21)
-    assert (b.momentum, b.weight_decay, b.poly_power, b.aux_weight, b.scale_min, b.scale_max) == (0.9, 1e-4, 0.9, 0.5, 0.5, 2.0)
+    assert (b.iterations, b.batch_size, b.crop_size, b.backbone, b.num_classes) == (10_000, 8, 480, "resnet50", 21)
+    assert (b.momentum, b.weight_decay, b.poly_power, b.aux_weight, b.aux_lr_mult) == (0.9, 1e-4, 0.9, 0.5, 10.0)
+    assert (b.base_size, b.eval_size, b.image_size) == (520, 520, (512, 512))  # torchvision's reference recipe
     assert PRESETS["syntagen-100k"].iterations == 100_000
-    assert (b.pretrained, b.class_weights) == ("none", "uniform")  # the challenge: ImageNet file, plain loss
+    assert (b.pretrained, b.class_weights) == ("imagenet", "uniform")  # the challenge: ImageNet file, plain loss
     small = PRESETS["digit_scenes"]
     assert (small.backbone, small.crop_size, small.pretrained, small.class_weights) == ("resnet18", 64, "digits", "balanced")
     assert poly_lr(b, 0) == b.lr and poly_lr(b, 5000) == pytest.approx(b.lr * 0.5**0.9)
@@ -179,4 +180,4 @@ def test_digit_pretrained_backbone_learns_is_cached_and_starts_training(digits, 
     scratch = train_segmentation(train, b.model_copy(update={"pretrained": "none"}), show_progress=False)
     assert scratch.backbone_sha256 is None and scratch.checksum != result.checksum
     with pytest.raises(Exception, match="invalid budget: pretrained"):
-        budget_from("digit_scenes", pretrained="imagenet")
+        budget_from("digit_scenes", pretrained="cifar")

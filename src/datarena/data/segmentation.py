@@ -146,19 +146,41 @@ def write_npz(path: str | os.PathLike, data: SegmentationSet) -> Path:
 # ------------------------------------------------------------------ reading
 
 
-def _read_names(root: Path) -> list[str]:
+IMAGE_EXTS = (".jpg", ".jpeg", ".png")  # any case: the validator and the loader agree
+
+
+def _listed_names(root: Path) -> list[str] | None:
     listing = root / "ImageSets" / "Segmentation" / "train.txt"
     if listing.is_file():
         return [line.strip() for line in listing.read_text().splitlines() if line.strip()]
-    return sorted(p.stem for p in (root / "SegmentationClass").glob("*.png"))
-
-
-def _find_image(root: Path, name: str) -> Path | None:
-    for ext in (".jpg", ".jpeg", ".png"):
-        p = root / "JPEGImages" / f"{name}{ext}"
-        if p.is_file():
-            return p
     return None
+
+
+def _duplicates(names: list[str]) -> list[str]:
+    seen, dup = set(), []
+    for n in names:
+        if n in seen and n not in dup:
+            dup.append(n)
+        seen.add(n)
+    return dup
+
+
+def _files_by_stem(folder: Path, exts: tuple[str, ...]) -> dict[str, Path]:
+    """name -> file, the extension matched case-insensitively (A.JPG counts as an image)."""
+    if not folder.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in exts}
+
+
+def _read_names(root: Path) -> list[str]:
+    listed = _listed_names(root)
+    if listed is not None:
+        dup = _duplicates(listed)
+        if dup:
+            raise ConfigError(f"{root}/ImageSets/Segmentation/train.txt lists {', '.join(dup[:5])} more than once; "
+                              f"each pair may appear once.")
+        return listed
+    return sorted(_files_by_stem(root / "SegmentationClass", (".png",)))
 
 
 class VOCDataset:
@@ -172,6 +194,8 @@ class VOCDataset:
                 "(or pass a .npz file)."
             )
         self.names = _read_names(self.root)
+        self._images = _files_by_stem(self.root / "JPEGImages", IMAGE_EXTS)
+        self._masks = _files_by_stem(self.root / "SegmentationClass", (".png",))
         meta_path = self.root / "meta.json"
         self.meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
         self.classes = tuple(self.meta.get("classes", VOC_CLASSES))
@@ -181,14 +205,17 @@ class VOCDataset:
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         name = self.names[i]
-        path = _find_image(self.root, name)
+        path = self._images.get(name)
         if path is None:
             raise SourceNotFoundError(f"{self.root}/JPEGImages has no image for {name!r}.")
         return np.asarray(Image.open(path).convert("RGB")), self.mask(i)
 
     def mask(self, i: int) -> np.ndarray:
         """Mask i alone (class statistics need no image decoding)."""
-        return np.asarray(Image.open(self.root / "SegmentationClass" / f"{self.names[i]}.png"))
+        path = self._masks.get(self.names[i])
+        if path is None:
+            raise SourceNotFoundError(f"{self.root}/SegmentationClass has no mask for {self.names[i]!r}.")
+        return np.asarray(Image.open(path))
 
 
 def load_segmentation(path: str | os.PathLike) -> SegmentationSet | VOCDataset:
@@ -242,13 +269,20 @@ def validate_dataset(path: str | os.PathLike, rules: DatasetRules | None = None)
     problems: list[tuple[str, str]] = []
     if not (root / "JPEGImages").is_dir() or not (root / "SegmentationClass").is_dir():
         return ValidationReport(root, 0, [(str(root), "not a VOC-layout dataset: JPEGImages/ and SegmentationClass/ are required")])
-    images = {p.stem: p for p in sorted((root / "JPEGImages").iterdir()) if p.suffix.lower() in (".jpg", ".jpeg", ".png")}
-    masks = {p.stem: p for p in sorted((root / "SegmentationClass").iterdir()) if p.suffix.lower() == ".png"}
+    images = _files_by_stem(root / "JPEGImages", IMAGE_EXTS)
+    masks = _files_by_stem(root / "SegmentationClass", (".png",))
     for name in sorted(set(images) - set(masks)):
         problems.append((f"JPEGImages/{images[name].name}", "has no mask in SegmentationClass/"))
     for name in sorted(set(masks) - set(images)):
         problems.append((f"SegmentationClass/{masks[name].name}", "has no image in JPEGImages/"))
     paired = sorted(set(images) & set(masks))
+    listed = _listed_names(root)
+    if listed is not None:  # the loader trains on train.txt's names: check exactly those
+        for name in _duplicates(listed):
+            problems.append(("ImageSets/Segmentation/train.txt", f"lists {name!r} more than once"))
+        for name in sorted(set(listed) - set(paired)):
+            problems.append(("ImageSets/Segmentation/train.txt", f"lists {name!r}, which has no image+mask pair"))
+        paired = sorted(set(listed) & set(paired))
     if len(paired) > rules.max_pairs:
         problems.append((str(root), f"{len(paired)} pairs, the limit is {rules.max_pairs}"))
     allowed = np.zeros(256, dtype=bool)

@@ -40,11 +40,19 @@ class Budget(BaseModel):
 
     iterations: int = Field(10_000, ge=1)
     batch_size: int = Field(8, ge=1)
-    crop_size: int = Field(512, ge=16)
+    crop_size: int = Field(480, ge=16)  # torchvision reference: RandomCrop(480)
+    # training scale: the shorter side is resized to a random integer in [base/2, 2 base] (the
+    # reference's RandomResize(260, 1040) for base 520); None = a factor in [scale_min, scale_max]
+    base_size: int | None = Field(520, ge=8)
+    # evaluation: image and mask resized so the shorter side is eval_size (mask nearest), as the
+    # reference's eval preset; None = native size
+    eval_size: int | None = Field(520, ge=8)
+    image_size: tuple[int, int] | None = (512, 512)  # what the validator requires of the dataset (H, W)
     backbone: str = "resnet50"
-    # where the backbone starts: "none" = random (or a local file passed as backbone_weights, e.g.
-    # ImageNet weights), "digits" = the cached digit-pretrained trunk (evaluate.pretrain)
-    pretrained: Literal["none", "digits"] = "none"
+    # where the backbone starts: "imagenet" = torchvision's published ImageNet file (hub cache or
+    # backbone_weights, sha256-checked), "digits" = the cached digit-pretrained trunk (the CPU
+    # stand-in), "none" = random initialisation on purpose
+    pretrained: Literal["none", "digits", "imagenet"] = "imagenet"
     pretrain_steps: int = Field(300, ge=1, description="steps of the digit pretraining (pretrained='digits')")
     num_classes: int = Field(21, ge=2)
     lr: float = Field(0.01, gt=0)
@@ -52,6 +60,7 @@ class Budget(BaseModel):
     weight_decay: float = 1e-4
     poly_power: float = 0.9
     aux_weight: float = 0.5
+    aux_lr_mult: float = Field(10.0, gt=0)  # reference: the aux classifier's parameters at 10x the LR
     # "uniform" = plain cross-entropy (the challenge protocol); "balanced" = median-frequency
     # balancing (Eigen & Fergus 2015): class c weighs median(f) / f_c, f_c = the share of class c
     # among the labelled pixels of the images that contain it, counted once over the dataset
@@ -71,7 +80,8 @@ PRESETS: dict[str, Budget] = {
     # plain loss this budget learns only the background; a digit-pretrained trunk (the CPU
     # stand-in for ImageNet weights) with median-frequency class weights learns the digits.
     "digit_scenes": Budget(iterations=500, batch_size=16, crop_size=64, backbone="resnet18", num_classes=11,
-                           lr=0.02, checkpoint_every=100, pretrained="digits", class_weights="balanced"),
+                           lr=0.02, checkpoint_every=100, pretrained="digits", class_weights="balanced",
+                           base_size=None, eval_size=None, image_size=(64, 64)),
 }
 
 
@@ -110,8 +120,11 @@ def augment(image: np.ndarray, mask: np.ndarray, budget: Budget, rng: np.random.
     """Random scale, pad (image 0 after normalisation, mask 255), random crop, random flip."""
     x = _to_tensor(image)
     m = torch.from_numpy(np.ascontiguousarray(mask)).long()[None, None].float()
-    scale = rng.uniform(budget.scale_min, budget.scale_max)
     h, w = x.shape[-2:]
+    if budget.base_size:  # the shorter side to a random integer in [base/2, 2 base], as the reference
+        scale = int(rng.integers(int(0.5 * budget.base_size), int(2.0 * budget.base_size) + 1)) / min(h, w)
+    else:
+        scale = rng.uniform(budget.scale_min, budget.scale_max)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
     x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False)
     m = F.interpolate(m, size=(nh, nw), mode="nearest")
@@ -178,18 +191,55 @@ class TrainResult:
 
 def resolve_backbone(budget: Budget, backbone_weights: str | Path | None,
                      show_progress: bool = True) -> tuple[Path | None, str | None]:
-    """The backbone file a run starts from (an explicit file wins over the budget's `pretrained`) and its sha256."""
-    if backbone_weights is not None:
-        path = Path(backbone_weights)
-        if not path.is_file():
-            raise ConfigError(f"backbone weights {path} not found; pass a local ResNet state_dict file (nothing is downloaded).")
-        return path, state_dict_sha256(torch.load(path, map_location="cpu", weights_only=True))
+    """The backbone file a run starts from and its sha256 (of the file for ImageNet weights).
+
+    `pretrained="imagenet"` takes torchvision's published file (an explicit `backbone_weights`
+    or the hub cache) and refuses to start without it; an explicit file is checked against the
+    published hashes whatever `pretrained` says.
+    """
+    if budget.pretrained == "imagenet" or backbone_weights is not None:
+        from datarena.evaluate.imagenet import find_imagenet_weights
+
+        w = find_imagenet_weights(budget.backbone, backbone_weights)
+        return w.path, w.sha256
     if budget.pretrained == "digits":
         from datarena.evaluate.pretrain import digit_backbone
 
         # seed 0 always: the starting weights are fixed for an exercise, like ImageNet weights
         return digit_backbone(budget.backbone, budget.pretrain_steps, seed=0, show_progress=show_progress)
     return None, None
+
+
+def param_groups(model, budget: Budget) -> list[dict]:
+    """The reference's groups: backbone and classifier at the LR, the aux classifier at aux_lr_mult x;
+    weight decay on every parameter (SGD's weight_decay, as the reference passes it)."""
+    aux = [p for p in model.aux_classifier.parameters()] if model.aux_classifier is not None else []
+    aux_ids = {id(p) for p in aux}
+    main = [p for p in model.parameters() if id(p) not in aux_ids]
+    groups = [{"params": main, "lr_mult": 1.0}]
+    if aux:
+        groups.append({"params": aux, "lr_mult": budget.aux_lr_mult})
+    return groups
+
+
+def make_deterministic(device: str) -> None:
+    """On CUDA: deterministic algorithms, no cuDNN autotuning, a fixed cuBLAS workspace."""
+    if not str(device).startswith("cuda"):
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def run_environment(device: str) -> dict:
+    """What a checksum depends on besides the data: versions, device, dtype."""
+    import platform
+
+    name = torch.cuda.get_device_name(torch.device(device)) if str(device).startswith("cuda") else (
+        platform.processor() or platform.machine())
+    return {"torch": torch.__version__, "cuda": torch.version.cuda, "datarena_version": datarena.__version__,
+            "device": device, "device_name": name, "dtype": "float32"}
 
 
 def train_segmentation(dataset, budget: Budget, checkpoint: str | Path | None = None, resume: bool = False,
@@ -205,16 +255,14 @@ def train_segmentation(dataset, budget: Budget, checkpoint: str | Path | None = 
     """
     if len(dataset) == 0:
         raise ConfigError("the dataset holds no image+mask pairs.")
+    make_deterministic(device)
     backbone_weights, backbone_sha = resolve_backbone(budget, backbone_weights, show_progress)
     weight = class_frequency_weights(dataset, budget.num_classes).to(device) if budget.class_weights == "balanced" else None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(budget.seed)  # the initial weights depend on the seed only
         model = deeplabv3(budget.num_classes, budget.backbone, aux_loss=True, backbone_weights=backbone_weights).to(device)
-    decay, no_decay = [], []
-    for p in model.parameters():
-        (no_decay if p.ndim == 1 else decay).append(p)
-    opt = torch.optim.SGD([{"params": decay, "weight_decay": budget.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-                          lr=budget.lr, momentum=budget.momentum)
+    opt = torch.optim.SGD(param_groups(model, budget), lr=budget.lr, momentum=budget.momentum,
+                          weight_decay=budget.weight_decay)
     start = 0
     ckpt = Path(checkpoint) if checkpoint else None
     if resume:
@@ -237,7 +285,7 @@ def train_segmentation(dataset, budget: Budget, checkpoint: str | Path | None = 
             images, masks = images.to(device), masks.to(device)
             torch.manual_seed(budget.seed * 1_000_003 + it)  # dropout of iteration i (global RNG, as nn.Dropout uses it)
             for group in opt.param_groups:
-                group["lr"] = poly_lr(budget, it)
+                group["lr"] = poly_lr(budget, it) * group["lr_mult"]
             out = model(images)
             loss = F.cross_entropy(out["out"], masks, weight=weight, ignore_index=IGNORE)
             loss = loss + budget.aux_weight * F.cross_entropy(out["aux"], masks, weight=weight, ignore_index=IGNORE)
@@ -260,15 +308,31 @@ def train_segmentation(dataset, budget: Budget, checkpoint: str | Path | None = 
 
 
 @torch.no_grad()
+def resize_for_eval(image: np.ndarray, mask: np.ndarray, eval_size: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Shorter side to eval_size: the image bilinear, the mask nearest (the reference's eval preset)."""
+    if not eval_size:
+        return image, mask
+    h, w = mask.shape
+    nh, nw = (eval_size, max(1, round(w * eval_size / h))) if h <= w else (max(1, round(h * eval_size / w)), eval_size)
+    if (nh, nw) == (h, w):
+        return image, mask
+    from PIL import Image
+
+    img = np.asarray(Image.fromarray(np.asarray(image, dtype=np.uint8)).resize((nw, nh), Image.BILINEAR))
+    m = np.asarray(Image.fromarray(np.asarray(mask, dtype=np.uint8)).resize((nw, nh), Image.NEAREST))
+    return img, m
+
+
 def evaluate_segmentation(model: torch.nn.Module, testset, num_classes: int, device: str = "cpu",
                           overlay_path: str | Path | None = None, class_names: tuple[str, ...] | None = None,
-                          n_overlays: int = 6) -> dict:
-    """mIoU, per-class IoU and pixel accuracy on full test images; optionally a PNG of overlays."""
+                          n_overlays: int = 6, eval_size: int | None = None) -> dict:
+    """mIoU, per-class IoU and pixel accuracy on the test images (shorter side eval_size, or native);
+    optionally a PNG of overlays."""
     model.eval()
     conf = np.zeros((num_classes, num_classes), dtype=np.int64)
     shown = []
     for i in range(len(testset)):
-        image, mask = testset[i]
+        image, mask = resize_for_eval(*testset[i], eval_size)
         pred = model(_to_tensor(image).to(device))["out"].argmax(1)[0].cpu().numpy()
         conf += confusion_matrix(pred, mask, num_classes)
         if len(shown) < n_overlays:
@@ -308,34 +372,31 @@ def save_overlays(rows, path: str | Path) -> None:
     plt.close(fig)
 
 
-def score_dataset(dataset_path: str | Path, test_path: str | Path, budget: Budget, out: str | Path,
-                  resume: bool = False, backbone_weights: str | Path | None = None, device: str = "cpu",
+def _class_names(budget: Budget, testset=None) -> tuple[str, ...] | None:
+    if testset is not None and len(testset.classes) == budget.num_classes:
+        return tuple(testset.classes)
+    return VOC_CLASSES if budget.num_classes == 21 else DIGIT_CLASSES if budget.num_classes == 11 else None
+
+
+def train_dataset(dataset_path: str | Path, budget: Budget, out: str | Path, resume: bool = False,
+                  backbone_weights: str | Path | None = None, device: str = "cpu",
                   validate: Literal["strict", "skip"] = "strict", show_progress: bool = True,
                   on_progress: Callable[[int, int, dict], None] | None = None,
-                  overlays_from: Literal["test", "dataset"] = "test") -> dict:
-    """The full protocol: validate, train under the budget, score on the test set, write a report.
-
-    `overlays_from="dataset"` draws overlays.png on the scored dataset's own first images, never
-    on the test set (what a hosted challenge may show a team without leaking its test set).
-    """
-    from datarena.data.segmentation import DatasetRules, validate_dataset
+                  overlays_from: Literal["test", "dataset"] = "test") -> tuple[dict, torch.nn.Module]:
+    """Deadline 1: validate, train under the budget, write model.pt and report.json (checksum; no test set)."""
+    from datarena.data.segmentation import DatasetRules, validate_segmentation
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dataset_path = Path(dataset_path)
-    if validate == "strict" and dataset_path.is_dir():
-        size = None if budget.crop_size != 512 else (512, 512)
-        validate_dataset(dataset_path, DatasetRules(size=size, num_classes=budget.num_classes)).raise_for_problems()
+    if validate == "strict":  # the image size is checked whatever the crop size
+        rules = DatasetRules(size=budget.image_size, num_classes=budget.num_classes)
+        validate_segmentation(dataset_path, rules).raise_for_problems()
     dataset = load_segmentation(dataset_path)
-    testset = load_segmentation(test_path)
-    names = tuple(testset.classes) if len(testset.classes) == budget.num_classes else (
-        VOC_CLASSES if budget.num_classes == 21 else DIGIT_CLASSES if budget.num_classes == 11 else None)
     result = train_segmentation(dataset, budget, checkpoint=out / "checkpoint.pt", resume=resume,
                                 backbone_weights=backbone_weights, device=device, show_progress=show_progress,
                                 on_progress=on_progress)
     torch.save(result.model.state_dict(), out / "model.pt")
-    scores = evaluate_segmentation(result.model, testset, budget.num_classes, device,
-                                   out / "overlays.png" if overlays_from == "test" else None, names)
     if overlays_from == "dataset":
         own = [dataset[i] for i in range(min(6, len(dataset)))]
         with torch.no_grad():
@@ -343,13 +404,64 @@ def score_dataset(dataset_path: str | Path, test_path: str | Path, budget: Budge
         save_overlays([(_as_rgb(img), mask, pred) for (img, mask), pred in zip(own, preds, strict=True)],
                       out / "overlays.png")
     report = {
-        "dataset": str(dataset_path), "n_pairs": len(dataset), "test": str(test_path),
-        "budget": budget.model_dump(), "miou": scores["miou"], "pixel_accuracy": scores["pixel_accuracy"],
-        "per_class_iou": scores["per_class"], "n_test_images": scores["n_test_images"],
+        "dataset": str(dataset_path), "n_pairs": len(dataset), "budget": budget.model_dump(),
         "model_sha256": result.checksum, "backbone_weights": result.backbone_weights,
         "backbone_sha256": result.backbone_sha256, "iterations": result.iterations, "train_seconds": result.seconds,
-        "train_images_per_second": result.images_per_second, "final_loss": result.final_loss, "device": device,
-        "torch": torch.__version__, "datarena_version": datarena.__version__,
+        "train_images_per_second": result.images_per_second, "final_loss": result.final_loss,
+        **run_environment(device),
     }
     write_json(out / "report.json", report)
+    return report, result.model
+
+
+def load_model(model_path: str | Path, budget: Budget, device: str = "cpu",
+               checksum: str | None = None) -> tuple[torch.nn.Module, str]:
+    """A frozen model for scoring; refused when its checksum differs from the declared one."""
+    from datarena.evaluate.checksum import checkpoint_state
+
+    path = Path(model_path)
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist; pass the model.pt written by `datarena evaluate train`.")
+    state = checkpoint_state(path)
+    digest = state_dict_sha256(state)
+    if checksum and digest != checksum.strip().lower():
+        raise ConfigError(f"{path} has checksum {digest}, not the declared {checksum}: this is not the model "
+                          f"frozen at deadline 1.")
+    model = deeplabv3(budget.num_classes, budget.backbone, aux_loss=True)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ConfigError(f"{path} is not a {budget.backbone} DeepLabv3 with {budget.num_classes} classes "
+                          f"(pass the budget it was trained with): {str(exc)[:300]}") from None
+    return model.to(device).eval(), digest
+
+
+def score_model(model: torch.nn.Module, test_path: str | Path, budget: Budget, out: str | Path, device: str = "cpu",
+                overlays: bool = True) -> dict:
+    """Deadline 2: mIoU, per-class IoU and pixel accuracy of a trained model on the test set."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    testset = load_segmentation(test_path)
+    scores = evaluate_segmentation(model, testset, budget.num_classes, device,
+                                   out / "overlays.png" if overlays else None, _class_names(budget, testset),
+                                   eval_size=budget.eval_size)
+    return {"test": str(test_path), "miou": scores["miou"], "pixel_accuracy": scores["pixel_accuracy"],
+            "per_class_iou": scores["per_class"], "n_test_images": scores["n_test_images"],
+            "eval_size": budget.eval_size}
+
+
+def score_dataset(dataset_path: str | Path, test_path: str | Path, budget: Budget, out: str | Path,
+                  resume: bool = False, backbone_weights: str | Path | None = None, device: str = "cpu",
+                  validate: Literal["strict", "skip"] = "strict", show_progress: bool = True,
+                  on_progress: Callable[[int, int, dict], None] | None = None,
+                  overlays_from: Literal["test", "dataset"] = "test") -> dict:
+    """Both deadlines at once: train (train_dataset), then score on the test set (score_model).
+
+    `overlays_from="dataset"` draws overlays.png on the scored dataset's own first images, never
+    on the test set (what a hosted challenge may show a team without leaking its test set).
+    """
+    trained, model = train_dataset(dataset_path, budget, out, resume, backbone_weights, device, validate,
+                                   show_progress, on_progress, overlays_from)
+    report = {**trained, **score_model(model, test_path, budget, out, device, overlays=overlays_from == "test")}
+    write_json(Path(out) / "report.json", report)
     return report
