@@ -113,10 +113,12 @@ def build_random_pipeline(out: str | Path, image_size: int = 64, width: int = 32
     512x512 (16x16 and 32x32). layout "sd15": Stable Diffusion v1.5's exact sizes (UNet
     320/640/1280/1280, 8 heads, cross-attention 768; CLIP ViT-L/14 text encoder; VAE
     128/256/512/512), so speed and memory on a GPU are those of the real model; `width` is ignored.
+    layout "shallow": attention only at the latent's full resolution (no layer at latent/4 or
+    latent/2), to show masks drawn from the nearest layers a UNet has.
     The tokenizer knows the words of datarena's prompt templates as single tokens.
     """
-    if layout not in ("small", "sd15"):
-        raise ValueError(f"unknown layout {layout!r}; choose small or sd15.")
+    if layout not in ("small", "sd15", "shallow"):
+        raise ValueError(f"unknown layout {layout!r}; choose small, sd15 or shallow.")
     import torch
     from diffusers import (
         AutoencoderKL,
@@ -154,6 +156,13 @@ def build_random_pipeline(out: str | Path, image_size: int = 64, width: int = 32
             block_out_channels=(320, 640, 1280, 1280), norm_num_groups=32, cross_attention_dim=768,
             down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
             up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, attention_head_dim=8,
+        )
+    elif layout == "shallow":
+        unet = UNet2DConditionModel(
+            sample_size=image_size // 8, in_channels=4, out_channels=4, layers_per_block=1,
+            block_out_channels=(width, 2 * width, 2 * width), norm_num_groups=8, cross_attention_dim=width,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D", "DownBlock2D"), mid_block_type=None,
+            up_block_types=("UpBlock2D", "UpBlock2D", "CrossAttnUpBlock2D"), attention_head_dim=8,
         )
     else:
         unet = UNet2DConditionModel(

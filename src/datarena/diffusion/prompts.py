@@ -151,3 +151,19 @@ def class_token_spans(tokenizer, prompt: Prompt, max_length: int | None = None) 
         spans.append(list(range(start, cursor)))
         cursor = start
     return spans[::-1]
+
+
+def class_prompt_positions(tokenizer, prompt: Prompt) -> tuple[list[int], list[list[int]]]:
+    """The class prompt encoded alone ("dog sofa"): its class-token positions, and each class's
+    span as indices into that list (the columns of the class-only cross-attention)."""
+    alone = Prompt("", prompt.classes)
+    ids = tokenizer(alone.class_prompt, truncation=True, max_length=tokenizer.model_max_length)["input_ids"]
+    spans, cursor = [], 1  # after BOS
+    for cid in prompt.classes:
+        word_ids = tokenizer(CLASS_WORDS[cid], add_special_tokens=False)["input_ids"]
+        if ids[cursor:cursor + len(word_ids)] != word_ids:
+            raise ConfigError(f"class prompt {alone.class_prompt!r} does not tokenise as its words")
+        spans.append(list(range(cursor, cursor + len(word_ids))))
+        cursor += len(word_ids)
+    positions = [t for span in spans for t in span]
+    return positions, [[positions.index(t) for t in span] for span in spans]
