@@ -559,13 +559,19 @@ app.add_typer(scenes_app, name="scenes")
 def scenes_list() -> None:
     """The shipped scene grammars."""
     from datarena.scenes.grammar import load_grammar, shipped_grammars
+    from datarena.scenes.graph import is_graph_grammar, load_graph_grammar
 
     table = Table(title="shipped scene grammars")
-    for col in ("name", "canvas", "objects", "description"):
+    for col in ("name", "kind", "canvas", "objects", "description"):
         table.add_column(col, overflow="fold")
     for name in shipped_grammars():
+        if is_graph_grammar(name):
+            gg = load_graph_grammar(name)
+            nodes = ", ".join(f"{t} ({spec.count.min}-{spec.count.max} per {spec.parent})" for t, spec in gg.types.items())
+            table.add_row(name, "scene graph", f"{gg.canvas}x{gg.canvas}", nodes, gg.description.strip())
+            continue
         g = load_grammar(name)
-        table.add_row(name, f"{g.canvas}x{g.canvas}", f"{g.objects.min}-{g.objects.max}", g.description.strip())
+        table.add_row(name, "digits", f"{g.canvas}x{g.canvas}", f"{g.objects.min}-{g.objects.max}", g.description.strip())
     console.print(table)
 
 
@@ -592,6 +598,14 @@ def scenes_render(
     elif grammar is None:
         raise DatarenaError("name a GRAMMAR (see `datarena scenes list`) or pass --generator generator.pt.")
     else:
+        from datarena.scenes.graph import is_graph_grammar, load_graph_grammar, write_graph_scenes
+
+        if is_graph_grammar(grammar):  # a scene-graph grammar (aerial): VOC with instances and boxes
+            if fmt != "voc":
+                raise DatarenaError("scene-graph grammars render to --format voc only.")
+            path = write_graph_scenes(load_graph_grammar(grammar), n, seed, out, force=force)
+            console.print(f"wrote {n} scenes of {grammar} (voc; instances.npz holds instance ids and boxes) to {path}")
+            return
         g = load_grammar(grammar)
     path = write_scenes(g, n, seed, out, fmt=fmt, force=force, mnist_dir=str(mnist_dir) if mnist_dir else None, transform=transform)
     console.print(f"wrote {n} scenes of {g.name} ({fmt}) to {path}; preview: {path / 'preview.png'}")

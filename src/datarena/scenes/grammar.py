@@ -292,6 +292,9 @@ def load_grammar(name_or_path: str | Path) -> SceneGrammar:
 def parse_grammar(data: object, label: str = "grammar") -> SceneGrammar:
     if not isinstance(data, dict):
         raise ConfigError(f"{label} must be a mapping with name, canvas, objects, object.")
+    if "types" in data:
+        raise ConfigError(f"{label} is a scene-graph grammar (it has `types`): load it with "
+                          f"datarena.scenes.graph.load_graph_grammar; `datarena scenes render` takes both kinds.")
     try:
         return SceneGrammar.model_validate(data)
     except ValidationError as exc:

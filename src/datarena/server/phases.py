@@ -173,6 +173,13 @@ class PhasesMixin:
         if phase.ends_at and now > phase.ends_at:
             raise ApiError(403, f"{phase.name} closed at {phase.ends_at:%Y-%m-%d %H:%M} UTC.")
 
+    def phase_open_to(self, team) -> Phase:
+        """The current phase, for a validated team, while it is open (403 otherwise)."""
+        self.require_validated(team)
+        phase = self.current_phase()
+        self.require_open(phase)
+        return phase
+
     def phase_closed(self, phase: Phase) -> bool:
         """Closed: its end date has passed, or a later phase has been opened."""
         if phase.ends_at and utcnow() > phase.ends_at:

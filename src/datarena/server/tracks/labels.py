@@ -141,9 +141,7 @@ class LabelsTrack(Track):
 
     def reveal(self, team: TeamRef, exercise_id: str | int, datum_id: object) -> RevealResult:
         arena = self.arena
-        arena.require_validated(team)
-        phase = arena.current_phase()
-        arena.require_open(phase)
+        phase = arena.phase_open_to(team)
         info = self.exercise(phase, exercise_id)
         try:
             datum = int(str(datum_id).strip())
@@ -200,9 +198,7 @@ class LabelsTrack(Track):
 
     def submit(self, team: TeamRef, exercise_id: str | int, data: bytes) -> dict:
         arena = self.arena
-        arena.require_validated(team)
-        phase = arena.current_phase()
-        arena.require_open(phase)
+        phase = arena.phase_open_to(team)
         info = self.exercise(phase, exercise_id)
         if len(data) > arena.spec.max_upload_bytes:
             raise ApiError(413, f"the file is larger than {arena.spec.max_upload_bytes} bytes.")
