@@ -1,0 +1,75 @@
+"""A graph generator over sampled scene graphs (Meta-Sim's generator for scene grammars).
+
+Each node starts from its type (one-hot) and normalised attributes; `rounds` of message
+passing mix in the mean of its parent's, its children's and its siblings' states (mean
+aggregation: the result does not depend on the order of siblings, i.e. the network is
+permutation-equivariant over them); a head outputs changes to the node's *mutable* attributes
+only. The last layer starts at zero, so an untrained generator is the identity (the prior).
+`per_object=True` skips the message passing: the per-object MLP of the ablation.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from datarena.scenes.graph import ATTRIBUTES, SceneGraphBatch, SceneGraphGrammar
+
+# what one normalised unit of each attribute is (positions in canvas quarters, angles in 90 degrees)
+UNIT = {"x": 0.25, "y": 0.25, "t": 0.25, "lateral": 0.05, "gap": 0.05, "length": 0.1, "width": 0.1,
+        "angle": None, "heading": None}
+
+
+def _units(canvas: int) -> torch.Tensor:
+    return torch.tensor([90.0 if UNIT[a] is None else UNIT[a] * canvas for a in ATTRIBUTES])
+
+
+class GraphGenerator(nn.Module):
+    def __init__(self, grammar: SceneGraphGrammar, hidden: int = 64, rounds: int = 2, per_object: bool = False):
+        super().__init__()
+        self.grammar, self.rounds, self.per_object = grammar, rounds, per_object
+        self.n_types = len(grammar.types)
+        a = len(ATTRIBUTES)
+        self.register_buffer("units", _units(grammar.canvas))
+        self.encode = nn.Sequential(nn.Linear(self.n_types + a, hidden), nn.ReLU(), nn.Linear(hidden, hidden))
+        self.update = nn.ModuleList(nn.Sequential(nn.Linear(4 * hidden, hidden), nn.ReLU(), nn.Linear(hidden, hidden))
+                                    for _ in range(rounds))
+        self.head = nn.Linear(hidden, a)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def _relations(self, batch: SceneGraphBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Row-normalised (N, M, M) matrices: to parent, to children, to siblings (same parent)."""
+        present = batch.present.float()
+        m = batch.parent.shape[1]
+        idx = batch.parent.clamp_min(0)
+        to_parent = nn.functional.one_hot(idx, m).float() * (batch.parent >= 0).float()[..., None]
+        to_parent = to_parent * present[..., None]
+        to_children = to_parent.transpose(1, 2)
+        same = (batch.parent[:, :, None] == batch.parent[:, None, :]).float() * present[:, :, None] * present[:, None, :]
+        to_siblings = same * (1 - torch.eye(m))
+        norm = lambda r: r / r.sum(-1, keepdim=True).clamp_min(1.0)  # noqa: E731
+        return norm(to_parent), norm(to_children), norm(to_siblings)
+
+    def forward(self, batch: SceneGraphBatch) -> torch.Tensor:
+        """New attributes (N, M, A): the sampled ones plus learned changes to the mutable ones."""
+        types = nn.functional.one_hot(batch.type_id.clamp_min(0), self.n_types).float()
+        z = batch.attrs / self.units
+        h = self.encode(torch.cat([types, z], -1)) * batch.present[..., None]
+        if not self.per_object:
+            parent, children, siblings = self._relations(batch)
+            for layer in self.update:
+                msg = torch.cat([h, parent @ h, children @ h, siblings @ h], -1)
+                h = (h + layer(msg)) * batch.present[..., None]
+        delta = self.head(h) * self.units * batch.mutable.float()
+        return batch.attrs + delta
+
+
+def permute_nodes(batch: SceneGraphBatch, perm: torch.Tensor) -> SceneGraphBatch:
+    """The same scenes with nodes reordered by `perm` (M,), parent indices remapped (for tests)."""
+    inverse = torch.empty_like(perm)
+    inverse[perm] = torch.arange(len(perm))
+    parent = batch.parent[:, perm]
+    parent = torch.where(parent >= 0, inverse[parent.clamp_min(0)], parent)
+    return SceneGraphBatch(batch.type_id[:, perm], batch.class_id[:, perm], parent, batch.present[:, perm],
+                           batch.attrs[:, perm], batch.mutable[:, perm])
