@@ -51,7 +51,7 @@ def test_grammar_validation_errors(key, value, message):
 
 
 def test_unknown_grammar_and_bad_yaml(tmp_path):
-    with pytest.raises(ConfigError, match="no grammar named 'nope'; shipped: bigmnist"):
+    with pytest.raises(ConfigError, match="no grammar named 'nope'; shipped: aerial, aerial_target, bigmnist"):
         load_grammar("nope")
     bad = tmp_path / "g.yaml"
     bad.write_text("name: [unclosed")

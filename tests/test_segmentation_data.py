@@ -71,7 +71,8 @@ def test_validator_reports_every_problem(tmp_path):
     assert "JPEGImages/000003.jpg: has no mask" in text
     assert "SegmentationClass/orphan.png: has no image" in text
     assert "5 pairs, the limit is 3" in text
-    with pytest.raises(DatasetError, match="7 problems"):
+    assert "train.txt: lists '000003', which has no image+mask pair" in text  # the loader would read it
+    with pytest.raises(DatasetError, match="8 problems"):
         report.raise_for_problems()
 
 
