@@ -135,7 +135,8 @@ def load_challenge(path: str | Path | None = None, **overrides) -> ChallengeSpec
         p = Path(path)
         if not p.exists():
             raise ConfigError(f"challenge file {p} does not exist.")
-        text, origin, base = p.read_text(), str(p), p.resolve().parent
+        # relative paths resolve beside the file as named (a symlinked example keeps its data beside the link)
+        text, origin, base = p.read_text(), str(p), p.absolute().parent
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
