@@ -61,10 +61,10 @@ class Job(JobBase):
                          "message": self.progress_message, "rate": self.rate, "eta_s": self.eta_s},
             "result": json.loads(self.result) if self.result else None,
             "error": self.error,
-            "log_tail": self.log_tail,
         }
-        if private:
+        if private:  # the log tail may name server paths and hosts: organisers only
             out.update(payload=json.loads(self.payload), worker=self.worker, last_worker=self.last_worker,
+                       log_tail=self.log_tail,
                        lease_expires_at=_iso(self.lease_expires_at), heartbeat_at=_iso(self.heartbeat_at),
                        time_limit_s=self.time_limit_s)
         return out
