@@ -143,3 +143,13 @@ def test_graph_generator_starts_as_identity_and_is_equivariant_over_siblings():
     moved = type(batch)(**{**batch.__dict__, "attrs": alone})
     assert torch.allclose(mlp(moved)[0, a], mlp(batch)[0, a])
     assert not torch.allclose(gen(moved)[0, a], gen(batch)[0, a])
+
+
+def test_meta_sim_on_scene_graphs_lowers_the_mmd():
+    """The first step of the aerial experiment: the exact MMD gradient through the renderer moves
+    the graph generator toward the target (a short run; the benchmark of issue 21 is not built yet)."""
+    from datarena.metasim.aerial import AerialConfig, train_aerial
+
+    res = train_aerial(cfg=AerialConfig(epochs=25, batch=64, target_images=96), show_progress=False)
+    assert res.report["mmd_after"] < 0.95 * res.report["mmd_before"], res.report
+    assert len(res.history) == 25

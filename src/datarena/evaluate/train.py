@@ -119,7 +119,7 @@ def _to_tensor(image: np.ndarray) -> torch.Tensor:
 def augment(image: np.ndarray, mask: np.ndarray, budget: Budget, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Random scale, pad (image 0 after normalisation, mask 255), random crop, random flip."""
     x = _to_tensor(image)
-    m = torch.from_numpy(np.ascontiguousarray(mask)).long()[None, None].float()
+    m = torch.from_numpy(np.array(mask, dtype=np.int64))[None, None].float()  # a writable copy (PIL arrays are not)
     h, w = x.shape[-2:]
     if budget.base_size:  # the shorter side to a random integer in [base/2, 2 base], as the reference
         scale = int(rng.integers(int(0.5 * budget.base_size), int(2.0 * budget.base_size) + 1)) / min(h, w)

@@ -19,10 +19,10 @@ from datarena.errors import ConfigError
 
 
 class FeatureNet(nn.Module):
-    def __init__(self, width: int = 32, seed: int = 0):
+    def __init__(self, width: int = 32, seed: int = 0, in_channels: int = 1):
         super().__init__()
         gen = torch.Generator().manual_seed(seed)
-        self.conv1 = nn.Conv2d(1, width, 5, padding=2)
+        self.conv1 = nn.Conv2d(in_channels, width, 5, padding=2)
         self.conv2 = nn.Conv2d(width, 2 * width, 5, padding=2)
         for conv in (self.conv1, self.conv2):
             fan_in = conv.in_channels * 25
