@@ -28,6 +28,7 @@ from datarena.server.client import ArenaClient, ArenaError
 from datarena.server.runner import BackgroundServer
 from tests.conftest import _drop_postgres, _postgres_url, fast_challenge
 from tests.test_jobs import REDIS, _port_open
+from tests.test_server import new_team
 
 PASSWORD = "correct horse battery"
 FAST = {"iterations": 8, "batch_size": 2, "pretrained": "none", "class_weights": "uniform", "checkpoint_every": 4}
@@ -67,12 +68,7 @@ def challenge(tmp: Path, scenes: dict[str, Path], db_url: str | None = None, **j
 
 
 def team(arena: Arena, url: str, validated: bool = True) -> ArenaClient:
-    name = f"t{uuid.uuid4().hex[:8]}"
-    c = ArenaClient(url, name, PASSWORD)
-    c.register()
-    if validated:
-        arena.validate_team(name)
-    return c
+    return new_team(arena, url, validated)  # the server tests' helper: a registered (and validated) team
 
 
 def wait_scored(c: ArenaClient, job_id: int) -> dict:

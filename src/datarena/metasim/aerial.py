@@ -19,7 +19,6 @@ from datarena.metasim.features import FeatureNet, median_bandwidths, mmd2
 from datarena.metasim.graph_generator import GraphGenerator
 from datarena.progress import progress_bar
 from datarena.scenes.graph import (
-    SceneGraphBatch,
     SceneGraphGrammar,
     load_graph_grammar,
     render_graph,
@@ -48,10 +47,6 @@ class AerialResult:
     generator: GraphGenerator
 
 
-def _features(net: FeatureNet, images: torch.Tensor) -> torch.Tensor:
-    return net(images)
-
-
 def car_class(grammar: SceneGraphGrammar) -> int:
     return grammar.classes.index("car") + 1
 
@@ -66,24 +61,25 @@ def train_aerial(prior: SceneGraphGrammar | str = "aerial", target: SceneGraphGr
     gen = GraphGenerator(prior, cfg.hidden, cfg.rounds, cfg.per_object)
     feats = FeatureNet(seed=cfg.seed, in_channels=3).eval()
     with torch.no_grad():
-        tgt = _features(feats, render_graph(target, sample_graphs(target, cfg.target_images, cfg.seed + 1_000_003)).images)
+        tgt = feats(render_graph(target, sample_graphs(target, cfg.target_images, cfg.seed + 1_000_003)).images)
         probe = sample_graphs(prior, cfg.target_images, cfg.seed + 2_000_003)
-        bw = median_bandwidths(_features(feats, render_graph(prior, probe).images), tgt)
-        mmd_before = float(mmd2(_features(feats, render_graph(prior, probe).images), tgt, bw))
+        before = feats(render_graph(prior, probe).images)  # rendered once: bandwidths and the starting MMD
+        bw = median_bandwidths(before, tgt)
+        mmd_before = float(mmd2(before, tgt, bw))
     opt = torch.optim.Adam(gen.parameters(), lr=cfg.lr)
     history = []
     with progress_bar("meta-sim (aerial, MMD)", total=cfg.epochs, unit="epochs", enabled=show_progress) as advance:
         for epoch in range(cfg.epochs):
             batch = sample_graphs(prior, cfg.batch, cfg.seed * 1_000 + epoch, start=0)
             images = render_graph(prior, batch, gen(batch)).images
-            loss = mmd2(_features(feats, images), tgt[torch.randperm(len(tgt))[: cfg.batch]], bw)
+            loss = mmd2(feats(images), tgt[torch.randperm(len(tgt))[: cfg.batch]], bw)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             history.append({"epoch": epoch, "mmd": float(loss.detach())})
             advance(1, mmd=float(loss.detach()))
     with torch.no_grad():
-        mmd_after = float(mmd2(_features(feats, render_graph(prior, probe, gen(probe)).images), tgt, bw))
+        mmd_after = float(mmd2(feats(render_graph(prior, probe, gen(probe)).images), tgt, bw))
     return AerialResult(history, {"mmd_before": mmd_before, "mmd_after": mmd_after}, gen)
 
 
@@ -143,4 +139,4 @@ def evaluate_aerial(prior: str, target: str, cfg: AerialConfig, gen: GraphGenera
     return out
 
 
-__all__ = ["AerialConfig", "AerialResult", "SceneGraphBatch", "car_iou", "evaluate_aerial", "train_aerial"]
+__all__ = ["AerialConfig", "AerialResult", "car_iou", "evaluate_aerial", "train_aerial"]
