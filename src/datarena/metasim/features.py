@@ -40,6 +40,32 @@ class FeatureNet(nn.Module):
         return h / (h.norm(dim=1, keepdim=True) + 1e-6)
 
 
+class PatchStatsNet(nn.Module):
+    """Seeded random dilated convs at full resolution; an image's feature is the mean response of each
+    channel over the image: a bag of local patterns (what objects look like and what they sit on,
+    wherever they are), for scenes whose layout varies more than their content."""
+
+    def __init__(self, width: int = 48, seed: int = 0, in_channels: int = 3):
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.convs = nn.ModuleList(nn.Conv2d(c, width, 3, padding=d, dilation=d)
+                                   for c, d in ((in_channels, 1), (width, 2), (width, 4)))
+        for conv in self.convs:
+            fan_in = conv.in_channels * 9
+            with torch.no_grad():
+                conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
+                conv.bias.copy_(torch.randn(conv.bias.shape, generator=gen) * 0.1)
+        self.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, stats = x, []
+        for conv in self.convs:
+            h = F.relu(conv(h))
+            stats.append(h.mean((2, 3)))
+        f = torch.cat(stats, 1)
+        return f / (f.norm(dim=1, keepdim=True) + 1e-6)
+
+
 def load_feature_net(path: str | Path | None = None, seed: int = 0) -> nn.Module:
     """The seeded random FeatureNet, or a user's checkpoint."""
     if path is None:

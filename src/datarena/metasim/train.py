@@ -154,8 +154,7 @@ def train_metasim(prior: SceneGrammar | str, target: SceneGrammar | str, out: st
             if use_task:
                 surrogate, rewards = task_surrogate(gen, prior, cfg, epoch, explore, baseline, reward_fn)
                 loss = loss + cfg.task_weight * surrogate
-                mean_r = float(np.mean(rewards))
-                baseline = mean_r if baseline is None else cfg.baseline_momentum * baseline + (1 - cfg.baseline_momentum) * mean_r
+                baseline = moving_baseline(baseline, rewards, cfg.baseline_momentum)
             if loss.requires_grad:
                 loss.backward()
                 opt.step()
@@ -214,9 +213,19 @@ def task_surrogate(gen, prior, cfg, epoch, explore, baseline, reward_fn):
             # log-density of the shared offset given the current mean (x - mu averaged over objects)
             offset = (sample - mean)[present].mean(0)
             log_probs.append(-(offset.pow(2) / (2 * cfg.explore_std**2)).sum())
+    return reinforce(rewards, log_probs, baseline), rewards
+
+
+def reinforce(rewards: list[float], log_probs: list[torch.Tensor], baseline: float | None) -> torch.Tensor:
+    """The score-function surrogate: -(R - b) log p(candidate), averaged; b is the moving baseline
+    (the candidates' mean reward on the first step). Its gradient is the REINFORCE estimate."""
     b = baseline if baseline is not None else float(np.mean(rewards))
-    surrogate = -sum((r - b) * lp for r, lp in zip(rewards, log_probs, strict=True))
-    return surrogate / len(rewards), rewards
+    return -sum((r - b) * lp for r, lp in zip(rewards, log_probs, strict=True)) / len(rewards)
+
+
+def moving_baseline(baseline: float | None, rewards: list[float], momentum: float) -> float:
+    mean = float(np.mean(rewards))
+    return mean if baseline is None else momentum * baseline + (1 - momentum) * mean
 
 
 def plot_curves(history: list[dict], target: SceneGrammar, path: Path) -> None:

@@ -232,13 +232,16 @@ class RenderedGraph:
 
 
 def render_graph(grammar: SceneGraphGrammar, batch: SceneGraphBatch, attrs: torch.Tensor | None = None,
-                 softness: float = 0.6) -> RenderedGraph:
-    """Paint nodes in depth order with soft edges (differentiable in every attribute)."""
+                 softness: float = 0.6, scale: int = 1) -> RenderedGraph:
+    """Paint nodes in depth order with soft edges (differentiable in every attribute).
+
+    `scale` renders the same scenes at `scale` pixels per canvas unit (boxes stay in canvas units).
+    """
     order = grammar.order()
-    size = grammar.canvas
+    size = grammar.canvas * scale
     cx, cy, ang, length, width = node_geometry(grammar, batch, attrs)
     n, m = cx.shape
-    ys, xs = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
+    ys, xs = torch.meshgrid((torch.arange(size) + 0.5) / scale, (torch.arange(size) + 0.5) / scale, indexing="ij")
     image = torch.tensor(grammar.background).view(1, 3, 1, 1).expand(n, 3, size, size).clone()
     covers = []
     for j in range(m):
@@ -251,8 +254,9 @@ def render_graph(grammar: SceneGraphGrammar, batch: SceneGraphBatch, attrs: torc
         u, v = dx * c + dy * s, -dx * s + dy * c  # node frame: u along, v across
         half_l, half_w = (length[:, j] / 2)[:, None, None], (width[:, j] / 2)[:, None, None]
         shape_is_disc = torch.tensor([grammar.types[order[t]].shape == "disc" if t >= 0 else False for t in ti.tolist()])
-        rect = torch.sigmoid((half_l - u.abs()) / softness) * torch.sigmoid((half_w - v.abs()) / softness)
-        disc = torch.sigmoid((half_w - torch.sqrt(u**2 + v**2 + 1e-6)) / softness)
+        soft = softness / scale  # edge width in pixels
+        rect = torch.sigmoid((half_l - u.abs()) / soft) * torch.sigmoid((half_w - v.abs()) / soft)
+        disc = torch.sigmoid((half_w - torch.sqrt(u**2 + v**2 + 1e-6)) / soft)
         alpha = torch.where(shape_is_disc[:, None, None], disc, rect) * batch.present[:, j, None, None]
         colour = torch.stack([torch.tensor(grammar.types[order[t]].color if t >= 0 else (0.0, 0.0, 0.0))
                               for t in ti.tolist()])[:, :, None, None].expand(n, 3, size, size)
@@ -268,10 +272,11 @@ def render_graph(grammar: SceneGraphGrammar, batch: SceneGraphBatch, attrs: torc
     top = hard.amax(1).long()  # node index + 1, 0 = background
     cls = torch.cat([torch.zeros(n, 1, dtype=torch.long), batch.class_id], 1)
     masks = cls.gather(1, top.view(n, -1)).view(n, size, size)
-    x0 = (cx - 0.5 * (length.abs() * torch.cos(ang).abs() + width.abs() * torch.sin(ang).abs())).clamp(0, size)
-    x1 = (cx + 0.5 * (length.abs() * torch.cos(ang).abs() + width.abs() * torch.sin(ang).abs())).clamp(0, size)
-    y0 = (cy - 0.5 * (length.abs() * torch.sin(ang).abs() + width.abs() * torch.cos(ang).abs())).clamp(0, size)
-    y1 = (cy + 0.5 * (length.abs() * torch.sin(ang).abs() + width.abs() * torch.cos(ang).abs())).clamp(0, size)
+    c = grammar.canvas
+    x0 = (cx - 0.5 * (length.abs() * torch.cos(ang).abs() + width.abs() * torch.sin(ang).abs())).clamp(0, c)
+    x1 = (cx + 0.5 * (length.abs() * torch.cos(ang).abs() + width.abs() * torch.sin(ang).abs())).clamp(0, c)
+    y0 = (cy - 0.5 * (length.abs() * torch.sin(ang).abs() + width.abs() * torch.cos(ang).abs())).clamp(0, c)
+    y1 = (cy + 0.5 * (length.abs() * torch.sin(ang).abs() + width.abs() * torch.cos(ang).abs())).clamp(0, c)
     boxes = torch.stack([x0, y0, x1, y1], -1) * batch.present[..., None]
     return RenderedGraph(image.clamp(0, 1), masks, top, boxes.detach())
 
