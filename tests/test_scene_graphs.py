@@ -200,3 +200,21 @@ def test_aerial_grid_png(tmp_path):
 
     path = save_aerial_grid("aerial", "aerial_target", GraphGenerator(AERIAL), tmp_path / "grid.png", n=4)
     assert Image.open(path).size == (4 * 66 * 2, 3 * 66 * 2)
+
+
+def test_metasim_cli_on_scene_graphs_and_render_the_learned_generator(tmp_path):
+    """`datarena metasim train --prior aerial` trains the graph generator; `scenes render --generator`
+    writes its scenes as a VOC set a dataset track takes."""
+    from datarena.data.segmentation import DatasetRules, validate_dataset
+    from tests.test_cli import run
+
+    out = tmp_path / "run"
+    res = run("metasim", "train", "--prior", "aerial", "--target", "aerial_target", "--epochs", "3", "--loss", "mmd",
+              "--no-evaluate", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    assert {"generator.pt", "report.json", "history.json", "curves.png", "scenes.png"} <= {p.name for p in out.iterdir()}
+    res = run("scenes", "render", "--generator", str(out / "generator.pt"), "--n", "6", "--out", str(tmp_path / "voc"))
+    assert res.returncode == 0, res.stderr
+    assert validate_dataset(tmp_path / "voc", DatasetRules(size=(64, 64), num_classes=5)).n_pairs == 6
+    bad = run("metasim", "train", "--prior", "aerial", "--target", "aerial_target", "--loss", "nope", "--out", str(tmp_path / "x"))
+    assert bad.returncode == 2 and "invalid Meta-Sim settings" in bad.stderr and not (tmp_path / "x").exists()

@@ -595,6 +595,12 @@ def scenes_render(
         from datarena.metasim.train import load_generator
 
         transform, g = load_generator(generator)
+        from datarena.scenes.graph import SceneGraphGrammar, write_graph_scenes
+
+        if isinstance(g, SceneGraphGrammar):  # a learned scene-graph generator
+            path = write_graph_scenes(g, n, seed, out, force=force, transform=transform, meta={"learned_generator": str(generator)})
+            console.print(f"wrote {n} scenes of {g.name} rewritten by {generator} (voc) to {path}")
+            return
     elif grammar is None:
         raise DatarenaError("name a GRAMMAR (see `datarena scenes list`) or pass --generator generator.pt.")
     else:
@@ -629,8 +635,32 @@ def metasim_train(
 ) -> None:
     """Train a generator from a prior grammar toward a target; writes curves, sample grids and generator.pt."""
     from datarena.metasim.train import MetaSimConfig, summarise, train_metasim
+    from datarena.scenes.graph import is_graph_grammar
 
     out = out or Path(f"metasim-{Path(prior).stem}-{Path(target).stem}")
+    if is_graph_grammar(prior):  # scene graphs (aerial): the graph generator, car IoU as the task
+        from datarena.metasim.aerial import (
+            AerialConfig,
+            evaluate_aerial,
+            save_aerial_run,
+            train_aerial,
+        )
+
+        if features is not None:
+            raise DatarenaError("--features applies to the MNIST grammars; scene graphs use seeded patch-statistics features.")
+        try:
+            acfg = AerialConfig(epochs=epochs, loss=loss, seed=seed)
+        except ValueError as exc:
+            raise DatarenaError(f"invalid Meta-Sim settings: {exc}") from None
+        res = train_aerial(prior, target, acfg)
+        if evaluate:
+            res.report["evaluation"] = evaluate_aerial(prior, target, acfg, res.generator)
+        save_aerial_run(res, prior, target, out, force=force)
+        console.print(f"MMD^2 {res.report['mmd_before']:.3f} -> {res.report['mmd_after']:.3f}")
+        for name, row in res.report.get("evaluation", {}).items():
+            console.print(f"car IoU on target renders, trained on {name}: {row['car_iou']:.3f}")
+        console.print(f"wrote {out}/: generator.pt, curves.png, scenes.png (prior / learned / target), report.json")
+        return
     try:
         cfg = MetaSimConfig(epochs=epochs, loss=loss, seed=seed)
     except ValueError as exc:

@@ -294,5 +294,50 @@ def save_aerial_grid(prior: SceneGraphGrammar | str, target: SceneGraphGrammar |
     return Path(path)
 
 
+def plot_aerial_curves(history: list[dict], path: str | Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    axes[0].plot([h["epoch"] for h in history], [h["mmd"] for h in history])
+    axes[0].set_title("MMD$^2$ (standardised patch features)")
+    task = [h for h in history if h["reward"] is not None]
+    axes[1].plot([h["epoch"] for h in task], [h["reward"] for h in task], ".-")
+    axes[1].set_title("reward: car IoU on target val (in-loop net)")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_aerial_run(result: AerialResult, prior: SceneGraphGrammar | str, target: SceneGraphGrammar | str,
+                    out: str | Path, force: bool = False) -> Path:
+    """generator.pt (weights + the prior grammar), report.json, history.json, curves.png, scenes.png."""
+    from datarena.data.checksums import atomic_directory, write_json
+
+    p, cfg = _grammar(prior), AerialConfig(**result.report["config"])
+    with atomic_directory(out, force=force) as tmp:
+        torch.save({"kind": "scene_graph", "state_dict": result.generator.state_dict(), "prior": p.model_dump(mode="json"),
+                    "hidden": cfg.hidden, "rounds": cfg.rounds, "per_object": cfg.per_object}, tmp / "generator.pt")
+        write_json(tmp / "report.json", result.report)
+        write_json(tmp / "history.json", result.history)
+        plot_aerial_curves(result.history, tmp / "curves.png")
+        save_aerial_grid(p, target, result.generator, tmp / "scenes.png", seed=cfg.seed)
+    return Path(out)
+
+
+def load_graph_generator(blob: dict, label: str) -> tuple[GraphGenerator, SceneGraphGrammar]:
+    """The generator and prior grammar of a generator.pt written by `save_aerial_run`."""
+    from datarena.scenes.graph import parse_graph_grammar
+
+    grammar = parse_graph_grammar(blob["prior"], f"prior stored in {label}")
+    gen = GraphGenerator(grammar, blob["hidden"], blob["rounds"], blob["per_object"])
+    gen.load_state_dict(blob["state_dict"])
+    return gen.eval(), grammar
+
+
 __all__ = ["AerialConfig", "AerialResult", "CarProxy", "car_iou", "evaluate_aerial", "graph_task_surrogate",
-           "proxy_reward", "save_aerial_grid", "train_aerial"]
+           "load_graph_generator", "proxy_reward", "save_aerial_grid", "save_aerial_run", "train_aerial"]

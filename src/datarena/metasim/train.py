@@ -278,8 +278,8 @@ def _sample_grids(prior, target, gen, out: Path, seed: int) -> None:
     save_grid(render(t.sample(64, seed + 999), t).images, out / "samples_target.png", title=f"target: {target.name}")
 
 
-def load_generator(path: str | Path) -> tuple[SceneGenerator, SceneGrammar]:
-    """A generator saved by `train_metasim`, with the prior grammar it reads."""
+def load_generator(path: str | Path):
+    """A generator saved by `train_metasim` (or `save_aerial_run`), with the prior grammar it reads."""
     from datarena.scenes.grammar import parse_grammar
 
     path = Path(path)
@@ -288,6 +288,10 @@ def load_generator(path: str | Path) -> tuple[SceneGenerator, SceneGrammar]:
     blob = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(blob, dict) or "state_dict" not in blob:
         raise ConfigError(f"{path} is not a datarena Meta-Sim generator.")
+    if blob.get("kind") == "scene_graph":  # a graph generator (aerial): its own loader
+        from datarena.metasim.aerial import load_graph_generator
+
+        return load_graph_generator(blob, str(path))
     gen = SceneGenerator(blob["canvas"], class_conditional=blob.get("class_conditional", False))
     gen.load_state_dict(blob["state_dict"])
     gen.eval()

@@ -303,8 +303,10 @@ def _texture(grammar, order, ti, colour, u, v, half_l, half_w):
 
 
 def write_graph_scenes(grammar: SceneGraphGrammar, n: int, seed: int, out: str | Path, force: bool = False,
-                       batch_size: int = 64) -> Path:
-    """Render n scenes to the VOC layout (image, class mask) with meta.json, instances and boxes (npz)."""
+                       batch_size: int = 64, transform=None, meta: dict | None = None) -> Path:
+    """Render n scenes to the VOC layout (image, class mask) with meta.json, instances and boxes (npz).
+
+    `transform(batch) -> attrs` rewrites the sampled attributes first (a learned graph generator)."""
     import datarena
     from datarena.data.checksums import atomic_directory
     from datarena.data.segmentation import finish_voc, make_voc_dirs, write_pair
@@ -319,7 +321,7 @@ def write_graph_scenes(grammar: SceneGraphGrammar, n: int, seed: int, out: str |
             count = min(batch_size, n - start)
             batch = sample_graphs(grammar, count, seed, start)
             with torch.no_grad():
-                r = render_graph(grammar, batch)
+                r = render_graph(grammar, batch, transform(batch) if transform is not None else None)
             images = (r.images.permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
             for i in range(count):
                 name = f"{start + i:06d}"
@@ -331,7 +333,7 @@ def write_graph_scenes(grammar: SceneGraphGrammar, n: int, seed: int, out: str |
                             boxes=np.concatenate([np.pad(b, ((0, 0), (0, grammar.max_nodes() - b.shape[1]), (0, 0)))
                                                   for b in boxes]))
         finish_voc(tmp, names, classes, {"generator": "datarena.scenes.graph", "grammar": grammar.model_dump(mode="json"),
-                                         "seed": seed, "n": n, "datarena_version": datarena.__version__})
+                                         "seed": seed, "n": n, "datarena_version": datarena.__version__, **(meta or {})})
     return Path(out)
 
 
