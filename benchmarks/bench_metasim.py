@@ -9,7 +9,7 @@ after. Goals (issue 21): learned >= 90 % of the oracle, prior <= 60 % of it, eac
 on 2 cores; ablation rows: per-object MLP instead of the graph network, MMD only instead of MMD + task.
 Run: .venv/bin/python benchmarks/bench_metasim.py [--seeds 0 1 2] [--no-ablation] [--losses mmd task]
      .venv/bin/python benchmarks/bench_metasim.py --baselines-only --seeds 0 1 2 3 4   (prior and oracle only, ~40 s each)
-     .venv/bin/python benchmarks/bench_metasim.py --pair aerial --seeds 0 1 2 [--ablation-seeds 0] [--png docs/img/aerial.png]
+     .venv/bin/python benchmarks/bench_metasim.py --pair aerial --seeds 0 1 2 [--ablation-seeds 0] [--png docs/img/aerial_scenes.png]
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ def baselines(seeds: list[int]) -> None:
         print(f"{prior + ' -> ' + target:36s} mean {p.mean():6.3f} {o.mean():6.3f}  (prior std {p.std():.3f})", flush=True)
 
 
-def aerial(seeds: list[int], ablation_seeds: list[int], epochs: int | None, png: str | None) -> None:
+def aerial(seeds: list[int], ablation_seeds: list[int], epochs: int | None, png: str | None, loss: str = "mmd",
+           rows: tuple[str, ...] = ("main", "other-loss", "per-object")) -> None:
     from datarena.metasim.aerial import (
         AerialConfig,
         evaluate_aerial,
@@ -69,13 +70,16 @@ def aerial(seeds: list[int], ablation_seeds: list[int], epochs: int | None, png:
     print(f"{'run':22s} {'seed':>4s} {'mmd0':>6s} {'mmd1':>6s} {'prior':>6s} {'learned':>7s} {'oracle':>6s} "
           f"{'l/o':>5s} {'p/o':>5s} {'car len':>7s} {'|lat|':>5s} {'s':>5s}")
     base = {"epochs": epochs} if epochs else {}
+    label = {"both": "mmd+task", "mmd": "mmd only", "task": "task only"}
+    other = "both" if loss == "mmd" else "mmd"
     for seed in seeds:
-        runs = [("graph, mmd+task", AerialConfig(seed=seed, **base))]
-        if seed in ablation_seeds:
-            runs += [("graph, mmd only", AerialConfig(seed=seed, loss="mmd", **base)),
-                     ("per-object, mmd+task", AerialConfig(seed=seed, per_object=True, **base))]
+        runs = {"main": (f"graph, {label[loss]}", AerialConfig(seed=seed, loss=loss, **base)),
+                "other-loss": (f"graph, {label[other]}", AerialConfig(seed=seed, loss=other, **base)),
+                "per-object": (f"per-object, {label[loss]}", AerialConfig(seed=seed, loss=loss, per_object=True, **base))}
+        chosen = [r for r in rows if r == "main" or seed in ablation_seeds]
         reference: dict = {}
-        for name, cfg in runs:
+        for row in chosen:
+            name, cfg = runs[row]
             t0 = time.perf_counter()
             res = train_aerial(cfg=cfg, show_progress=False)
             which = ("learned",) if reference else ("prior", "learned", "target_oracle")
@@ -86,7 +90,7 @@ def aerial(seeds: list[int], ablation_seeds: list[int], epochs: int | None, png:
             print(f"{name:22s} {seed:4d} {res.report['mmd_before']:6.3f} {res.report['mmd_after']:6.3f} {p:6.3f} {learned:7.3f} "
                   f"{o:6.3f} {learned / o:5.2f} {p / o:5.2f} {attrs['car.length']:7.1f} {attrs['car.lateral']:5.1f} "
                   f"{time.perf_counter() - t0:5.0f}", flush=True)
-            if png and seed == seeds[0] and name.startswith("graph, mmd+task"):
+            if png and seed == seeds[0] and row == "main":
                 save_aerial_grid("aerial", "aerial_target", res.generator, png, seed=seed)
                 print(f"  scenes (prior / learned / target): {png}", flush=True)
 
@@ -97,6 +101,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--ablation-seeds", type=int, nargs="*", default=[0], help="aerial: seeds that also run the ablation rows")
     parser.add_argument("--png", help="aerial: write a PNG of prior / learned / target scenes here")
+    parser.add_argument("--aerial-loss", choices=["both", "mmd", "task"], default="mmd", help="aerial: the loss of the main rows")
+    parser.add_argument("--rows", nargs="+", choices=["main", "other-loss", "per-object"],
+                        default=["main", "other-loss", "per-object"],
+                        help="aerial: which rows (other-loss and per-object only on --ablation-seeds)")
     parser.add_argument("--epochs", type=int, help=f"default: {MetaSimConfig().epochs} (mnist), the AerialConfig default (aerial)")
     parser.add_argument("--no-ablation", action="store_true")
     parser.add_argument("--losses", nargs="+", default=["both", "mmd", "task"], choices=["both", "mmd", "task"],
@@ -105,7 +113,8 @@ def main() -> None:
                         help="no Meta-Sim training: target test accuracy of the prior and the oracle per seed, both pairs")
     args = parser.parse_args()
     if args.pair == "aerial":
-        aerial(args.seeds, [] if args.no_ablation else args.ablation_seeds, args.epochs, args.png)
+        aerial(args.seeds, [] if args.no_ablation else args.ablation_seeds, args.epochs, args.png, args.aerial_loss,
+               tuple(args.rows))
         return
     args.epochs = args.epochs or MetaSimConfig().epochs
     if args.baselines_only:

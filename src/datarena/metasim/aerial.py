@@ -46,9 +46,11 @@ from datarena.scenes.graph import (
 
 class AerialConfig(BaseModel):
     epochs: int = Field(80, ge=1)
-    loss: Literal["both", "mmd", "task"] = "both"
+    # measured (docs/benchmarks.md): on the aerial pair the MMD alone moves the cars onto the road at
+    # the target's size; the task term's noise at this budget undoes it, so "both" is the ablation here
+    loss: Literal["both", "mmd", "task"] = "mmd"
     batch: int = Field(96, ge=4, description="scenes per MMD step")
-    lr: float = Field(0.003, gt=0)  # 0.03 diverged (roads pushed off the canvas)
+    lr: float = Field(0.003, gt=0, description="Adam, cosine-annealed to 5 %")  # 0.03 diverged
     hidden: int = 64
     rounds: int = Field(2, ge=0)
     per_object: bool = Field(False, description="the ablation: a per-object MLP, no message passing")
@@ -205,6 +207,7 @@ def train_aerial(prior: SceneGraphGrammar | str = "aerial", target: SceneGraphGr
     explore = np.random.default_rng(np.random.SeedSequence([cfg.seed, 2024]))
     baseline: float | None = None
     opt = torch.optim.Adam(gen.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs, eta_min=cfg.lr * 0.05)
     history = []
     with progress_bar(f"meta-sim (aerial, {cfg.loss})", total=cfg.epochs, unit="epochs", enabled=show_progress) as advance:
         for epoch in range(cfg.epochs):
@@ -221,6 +224,7 @@ def train_aerial(prior: SceneGraphGrammar | str = "aerial", target: SceneGraphGr
             if loss.requires_grad:
                 loss.backward()
                 opt.step()
+            sched.step()
             row = {"epoch": epoch + 1, "mmd": float(mmd.detach()), "reward": float(np.mean(rewards)) if rewards else None}
             history.append(row)
             advance(1, mmd=row["mmd"], reward=row["reward"] if rewards else "-")
@@ -305,7 +309,7 @@ def plot_aerial_curves(history: list[dict], path: str | Path) -> None:
     axes[0].set_title("MMD$^2$ (standardised patch features)")
     task = [h for h in history if h["reward"] is not None]
     axes[1].plot([h["epoch"] for h in task], [h["reward"] for h in task], ".-")
-    axes[1].set_title("reward: car IoU on target val (in-loop net)")
+    axes[1].set_title("reward: car IoU on target val (in-loop net)" if task else "no task term (loss: mmd)")
     for ax in axes:
         ax.set_xlabel("epoch")
     fig.tight_layout()
