@@ -18,17 +18,22 @@ from torch import nn
 from datarena.errors import ConfigError
 
 
+def _seeded_he_init(convs, gen: torch.Generator) -> None:
+    """He-normal weights and small biases drawn from `gen`, conv after conv (the features of a seed)."""
+    for conv in convs:
+        fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        with torch.no_grad():
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
+            conv.bias.copy_(torch.randn(conv.bias.shape, generator=gen) * 0.1)
+
+
 class FeatureNet(nn.Module):
     def __init__(self, width: int = 32, seed: int = 0, in_channels: int = 1):
         super().__init__()
         gen = torch.Generator().manual_seed(seed)
         self.conv1 = nn.Conv2d(in_channels, width, 5, padding=2)
         self.conv2 = nn.Conv2d(width, 2 * width, 5, padding=2)
-        for conv in (self.conv1, self.conv2):
-            fan_in = conv.in_channels * 25
-            with torch.no_grad():
-                conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
-                conv.bias.copy_(torch.randn(conv.bias.shape, generator=gen) * 0.1)
+        _seeded_he_init((self.conv1, self.conv2), gen)
         self.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -50,11 +55,7 @@ class PatchStatsNet(nn.Module):
         gen = torch.Generator().manual_seed(seed)
         self.convs = nn.ModuleList(nn.Conv2d(c, width, 3, padding=d, dilation=d)
                                    for c, d in ((in_channels, 1), (width, 2), (width, 4)))
-        for conv in self.convs:
-            fan_in = conv.in_channels * 9
-            with torch.no_grad():
-                conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
-                conv.bias.copy_(torch.randn(conv.bias.shape, generator=gen) * 0.1)
+        _seeded_he_init(self.convs, gen)
         self.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
