@@ -39,6 +39,9 @@ def _with(changes: dict) -> dict:
     ({"types.car.attributes.speed": 3}, "unknown attribute"),
     ({"types.car.label": "boat"}, "types.car.label"),
     ({"types.car.mutable": ["colour"]}, "mutable"),
+    ({"types.car.bounds": {"gap": [0, 1]}}, "bounds.gap: only mutable attributes"),
+    ({"types.car.bounds": {"length": [9, 4]}}, "bounds.length: low 9.0 must be below high 4.0"),
+    ({"types.car.bounds": {"lateral": [-5, 5]}}, "bounds.lateral: lateral is symmetric"),
 ])
 def test_validation_errors_name_the_field(change, message):
     with pytest.raises(ConfigError, match=message):
@@ -145,13 +148,41 @@ def test_graph_generator_starts_as_identity_and_is_equivariant_over_siblings():
     assert not torch.allclose(gen(moved)[0, a], gen(batch)[0, a])
 
 
+def test_generator_keeps_bounded_attributes_inside_and_symmetric_ones_on_their_side():
+    from datarena.metasim.graph_generator import GraphGenerator
+
+    batch = sample_graphs(AERIAL, 16, seed=5)
+    gen = GraphGenerator(AERIAL)
+    torch.manual_seed(1)
+    for p in gen.parameters():
+        torch.nn.init.normal_(p, std=2.0)  # large random changes: most would leave the bounds
+    out = gen(batch)
+    car = batch.present & (batch.type_id == AERIAL.order().index("car"))
+    for attr, (low, high) in AERIAL.types["car"].bounds.items():
+        col = ATTRIBUTES.index(attr)
+        values = out[..., col][car]
+        if attr in AERIAL.types["car"].symmetric:
+            assert torch.equal(torch.sign(values), torch.sign(batch.attrs[..., col][car]))  # same side of the road
+            values = values.abs()
+        assert values.min() >= low and values.max() <= high, attr
+        assert (values - batch.attrs[..., col][car].abs()).abs().max() > 1.0, attr  # and they did move
+    # gradients pass through the bounded edit (from the untrained generator, inside the bounds)
+    fresh = GraphGenerator(AERIAL)
+    fresh(batch)[..., ATTRIBUTES.index("length")][car].sum().backward()
+    assert fresh.head.bias.grad[ATTRIBUTES.index("length")] > 0
+
+
 def test_meta_sim_on_scene_graphs_lowers_the_mmd():
     """The exact MMD gradient through the renderer moves the graph generator toward the target."""
     from datarena.metasim.aerial import AerialConfig, train_aerial
 
-    res = train_aerial(cfg=AerialConfig(epochs=50, batch=64, target_images=96, loss="mmd"), show_progress=False)
-    assert res.report["mmd_after"] < 0.97 * res.report["mmd_before"], res.report
-    assert len(res.history) == 50 and all(h["reward"] is None for h in res.history)
+    res = train_aerial(cfg=AerialConfig(epochs=25, batch=64, target_images=96, loss="mmd"), show_progress=False)
+    assert res.report["mmd_after"] < 0.8 * res.report["mmd_before"], res.report
+    assert len(res.history) == 25 and all(h["reward"] is None for h in res.history)
+    # the prior parks cars beside the road, the target drives them on it: the generator moves them in
+    before, after = res.report["attributes_prior"], res.report["attributes_learned"]
+    assert after["car.lateral"] < 0.7 * before["car.lateral"], (before, after)
+    assert "attributes" in res.history[9] and "attributes" in res.history[-1]
 
 
 def test_task_term_follows_the_reward():
@@ -166,12 +197,12 @@ def test_task_term_follows_the_reward():
         assert images.shape[1:] == (3, 64, 64) and cars.dtype == torch.bool
         return -float(cars.float().mean())
 
-    cfg = AerialConfig(epochs=12, task_every=1, loss="task", batch=8, target_images=16, task_images=48, lr=0.01,
+    cfg = AerialConfig(epochs=12, task_every=1, loss="task", batch=8, target_images=16, task_images=48, lr=0.03,
                        explore_std=0.5)
     res = train_aerial(cfg=cfg, reward_fn=fewer_car_pixels, show_progress=False)
     assert len(calls) == 2 * 12  # one antithetic pair per epoch
     rewards = [h["reward"] for h in res.history]
-    assert rewards[-1] > 0.4 * rewards[0], rewards  # 7 % of the pixels are cars at the start; 1.7 % at the end here
+    assert rewards[-1] > 0.4 * rewards[0], rewards  # 9 % of the pixels are cars at the start; 0.4 % at the end here
     probe = sample_graphs(AERIAL, 8, seed=4)
     with torch.no_grad():
         moved = res.generator(probe) - probe.attrs

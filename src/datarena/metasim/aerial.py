@@ -57,6 +57,7 @@ class AerialConfig(BaseModel):
     target_images: int = Field(192, ge=8, description="unlabelled target renders for the MMD")
     features: Literal["patches", "layout"] = Field(
         "patches", description="MMD features: PatchStatsNet (mean local responses) or FeatureNet (a 4x4 map)")
+    mmd_softness: float = Field(2.0, gt=0, description="edge width (px) of the MMD's renders, generated and target")
     task_weight: float = Field(1.0, ge=0)
     pairs: int = Field(1, ge=1, description="antithetic candidate pairs per task step")
     task_every: int = Field(2, ge=1, description="a task step every this many epochs (each costs seconds)")
@@ -187,7 +188,8 @@ def train_aerial(prior: SceneGraphGrammar | str = "aerial", target: SceneGraphGr
     gen = GraphGenerator(prior, cfg.hidden, cfg.rounds, cfg.per_object)
     net = (PatchStatsNet if cfg.features == "patches" else FeatureNet)(seed=cfg.seed, in_channels=3).eval()
     with torch.no_grad():
-        raw = net(render_graph(target, sample_graphs(target, cfg.target_images, cfg.seed + 1_000_003)).images)
+        raw = net(render_graph(target, sample_graphs(target, cfg.target_images, cfg.seed + 1_000_003),
+                               softness=cfg.mmd_softness).images)
         mu, sd = raw.mean(0), raw.std(0).clamp_min(1e-6)
         tgt = (raw - mu) / sd
 
@@ -196,7 +198,7 @@ def train_aerial(prior: SceneGraphGrammar | str = "aerial", target: SceneGraphGr
 
     with torch.no_grad():
         probe = sample_graphs(prior, cfg.target_images, cfg.seed + 2_000_003)
-        before = feats(render_graph(prior, probe).images)  # rendered once: bandwidths and the starting MMD
+        before = feats(render_graph(prior, probe, softness=cfg.mmd_softness).images)  # rendered once: bandwidths and the starting MMD
         bw = median_bandwidths(before, tgt)
         mmd_before = float(mmd2(before, tgt, bw))
     use_mmd, use_task = cfg.loss in ("both", "mmd"), cfg.loss in ("both", "task")
@@ -211,7 +213,7 @@ def train_aerial(prior: SceneGraphGrammar | str = "aerial", target: SceneGraphGr
     with progress_bar(f"meta-sim (aerial, {cfg.loss})", total=cfg.epochs, unit="epochs", enabled=show_progress) as advance:
         for epoch in range(cfg.epochs):
             batch = sample_graphs(prior, cfg.batch, cfg.seed * 1_000 + epoch, start=0)
-            images = render_graph(prior, batch, gen(batch)).images
+            images = render_graph(prior, batch, gen(batch), softness=cfg.mmd_softness).images
             mmd = mmd2(feats(images), tgt[torch.randperm(len(tgt))[: cfg.batch]], bw)
             loss = mmd if use_mmd else mmd.detach() * 0.0
             rewards: list[float] = []
@@ -225,11 +227,14 @@ def train_aerial(prior: SceneGraphGrammar | str = "aerial", target: SceneGraphGr
                 opt.step()
             sched.step()
             row = {"epoch": epoch + 1, "mmd": float(mmd.detach()), "reward": float(np.mean(rewards)) if rewards else None}
+            if epoch % 10 == 9 or epoch == cfg.epochs - 1:  # where the generator has moved the attributes so far
+                with torch.no_grad():
+                    row["attributes"] = attribute_means(gen(probe), prior, probe)
             history.append(row)
             advance(1, mmd=row["mmd"], reward=row["reward"] if rewards else "-")
     with torch.no_grad():
         learned = gen(probe)
-        mmd_after = float(mmd2(feats(render_graph(prior, probe, learned).images), tgt, bw))
+        mmd_after = float(mmd2(feats(render_graph(prior, probe, learned, softness=cfg.mmd_softness).images), tgt, bw))
     report = {"prior": prior.name, "target": target.name, "config": cfg.model_dump(), "mmd_before": mmd_before,
               "mmd_after": mmd_after, "attributes_prior": attribute_means(probe.attrs, prior, probe),
               "attributes_learned": attribute_means(learned, prior, probe), "train_seconds": time.perf_counter() - t_start}

@@ -4,7 +4,10 @@ Each node starts from its type (one-hot) and normalised attributes; `rounds` of 
 passing mix in the mean of its parent's, its children's and its siblings' states (mean
 aggregation: the result does not depend on the order of siblings, i.e. the network is
 permutation-equivariant over them); a head outputs changes to the node's *mutable* attributes
-only. The last layer starts at zero, so an untrained generator is the identity (the prior).
+only. The last layer starts at zero, so an untrained generator is the identity (the prior). An
+attribute the grammar bounds (`bounds: {length: [5, 14]}`) is changed in logit space between its
+bounds, so it can never leave them; a `symmetric` one (a side: lateral, heading) has its magnitude
+changed and keeps its sign, so one shared change moves every car toward (or away from) its road.
 `per_object=True` skips the message passing: the per-object MLP of the ablation.
 """
 
@@ -35,6 +38,13 @@ class GraphGenerator(nn.Module):
         self.update = nn.ModuleList(nn.Sequential(nn.Linear(4 * hidden, hidden), nn.ReLU(), nn.Linear(hidden, hidden))
                                     for _ in range(rounds))
         self.head = nn.Linear(hidden, a)
+        # per (type, attribute): bounded? and its [low, high] (0, 1 where unbounded)
+        order = grammar.order()
+        bounds = [[grammar.types[t].bounds.get(attr) for attr in ATTRIBUTES] for t in order]
+        self.register_buffer("bounded", torch.tensor([[b is not None for b in row] for row in bounds]))
+        self.register_buffer("low", torch.tensor([[b[0] if b else 0.0 for b in row] for row in bounds]))
+        self.register_buffer("high", torch.tensor([[b[1] if b else 1.0 for b in row] for row in bounds]))
+        self.register_buffer("symmetric", torch.tensor([[a in grammar.types[t].symmetric for a in ATTRIBUTES] for t in order]))
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
@@ -61,8 +71,16 @@ class GraphGenerator(nn.Module):
             for layer in self.update:
                 msg = torch.cat([h, parent @ h, children @ h, siblings @ h], -1)
                 h = (h + layer(msg)) * batch.present[..., None]
-        delta = self.head(h) * self.units * batch.mutable.float()
-        return batch.attrs + delta
+        change = self.head(h) * batch.mutable.float()  # in normalised units (logits for bounded attributes)
+        ti = batch.type_id.clamp_min(0)
+        symmetric = self.symmetric[ti] & batch.mutable
+        sign = torch.where(symmetric & (batch.attrs < 0), -1.0, 1.0)
+        value = batch.attrs * sign  # the magnitude of a symmetric attribute
+        free = value + change * self.units
+        low, high = self.low[ti], self.high[ti]
+        frac = ((value - low) / (high - low)).clamp(1e-3, 1 - 1e-3)
+        inside = low + (high - low) * torch.sigmoid(torch.logit(frac) + change)
+        return sign * torch.where(self.bounded[ti] & batch.mutable, inside, free)
 
 
 def permute_nodes(batch: SceneGraphBatch, perm: torch.Tensor) -> SceneGraphBatch:

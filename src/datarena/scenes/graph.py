@@ -46,6 +46,12 @@ class NodeType(BaseModel):
     texture: Literal["none", "car", "roof", "canopy", "lanes"] = "none"
     attributes: dict[str, Dist] = Field(default_factory=dict)
     mutable: list[str] = Field(default_factory=list)
+    # where a generator may move a mutable attribute: [low, high] (it edits it in logit space there), so
+    # that a learned generator cannot shrink objects to nothing or push them off the canvas
+    bounds: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    # attributes whose sign is a side (lateral: left or right of the road; heading: which way off the axis): a
+    # generator edits their magnitude and keeps the sign (bounds then bound the magnitude)
+    symmetric: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _known(self) -> NodeType:
@@ -55,6 +61,15 @@ class NodeType(BaseModel):
         not_drawn = sorted(set(self.mutable) - set(self.attributes))
         if not_drawn:
             raise ValueError(f"mutable {not_drawn} are not attributes of this type")
+        for attr, (low, high) in self.bounds.items():
+            if attr not in self.mutable:
+                raise ValueError(f"bounds.{attr}: only mutable attributes take bounds (mutable: {self.mutable})")
+            if not low < high:
+                raise ValueError(f"bounds.{attr}: low {low} must be below high {high}")
+            if attr in self.symmetric and low < 0:
+                raise ValueError(f"bounds.{attr}: {attr} is symmetric, so its bounds bound its magnitude (low >= 0)")
+        if set(self.symmetric) - set(self.mutable):
+            raise ValueError(f"symmetric {sorted(set(self.symmetric) - set(self.mutable))} must be mutable attributes")
         return self
 
 
