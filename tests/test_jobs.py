@@ -231,6 +231,9 @@ def test_killed_worker_job_finishes_on_the_other(redis_cluster, tmp_path):
     marker = tmp_path / "runs.txt"
     job = c.queue.submit("sleep", {"seconds": 3, "marker": str(marker)})
     c.wait([job.id], states=("running",), timeout=60)
+    deadline = time.time() + 30  # "running" is stored before the job writes its marker: kill it after
+    while not marker_lines(marker) and time.time() < deadline:
+        time.sleep(0.05)
     c.start_worker()  # a second worker joins; the first dies in the middle of the job
     c.kill(first)
     t_kill = time.time()
