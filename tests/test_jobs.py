@@ -351,6 +351,8 @@ def test_server_restart_while_a_job_runs(tmp_path):
     while q.get(job.id).state != "running" and time.time() < deadline:
         time.sleep(0.05)
     assert q.get(job.id).state == "running"
+    while not marker_lines(marker) and time.time() < deadline:  # "running" is stored before the marker
+        time.sleep(0.05)
     os.killpg(server.pid, signal.SIGKILL)  # the server dies in the middle of the job
     server.wait()
     server = serve()
