@@ -187,9 +187,11 @@ def train_aerial(prior: SceneGraphGrammar | str = "aerial", target: SceneGraphGr
     torch.manual_seed(cfg.seed)
     gen = GraphGenerator(prior, cfg.hidden, cfg.rounds, cfg.per_object)
     net = (PatchStatsNet if cfg.features == "patches" else FeatureNet)(seed=cfg.seed, in_channels=3).eval()
+    def soft_images(grammar, scenes, attrs=None):  # the MMD's renders, generated and target alike
+        return render_graph(grammar, scenes, attrs, softness=cfg.mmd_softness).images
+
     with torch.no_grad():
-        raw = net(render_graph(target, sample_graphs(target, cfg.target_images, cfg.seed + 1_000_003),
-                               softness=cfg.mmd_softness).images)
+        raw = net(soft_images(target, sample_graphs(target, cfg.target_images, cfg.seed + 1_000_003)))
         mu, sd = raw.mean(0), raw.std(0).clamp_min(1e-6)
         tgt = (raw - mu) / sd
 
@@ -198,7 +200,7 @@ def train_aerial(prior: SceneGraphGrammar | str = "aerial", target: SceneGraphGr
 
     with torch.no_grad():
         probe = sample_graphs(prior, cfg.target_images, cfg.seed + 2_000_003)
-        before = feats(render_graph(prior, probe, softness=cfg.mmd_softness).images)  # rendered once: bandwidths and the starting MMD
+        before = feats(soft_images(prior, probe))  # rendered once: bandwidths and the starting MMD
         bw = median_bandwidths(before, tgt)
         mmd_before = float(mmd2(before, tgt, bw))
     use_mmd, use_task = cfg.loss in ("both", "mmd"), cfg.loss in ("both", "task")
@@ -213,7 +215,7 @@ def train_aerial(prior: SceneGraphGrammar | str = "aerial", target: SceneGraphGr
     with progress_bar(f"meta-sim (aerial, {cfg.loss})", total=cfg.epochs, unit="epochs", enabled=show_progress) as advance:
         for epoch in range(cfg.epochs):
             batch = sample_graphs(prior, cfg.batch, cfg.seed * 1_000 + epoch, start=0)
-            images = render_graph(prior, batch, gen(batch), softness=cfg.mmd_softness).images
+            images = soft_images(prior, batch, gen(batch))
             mmd = mmd2(feats(images), tgt[torch.randperm(len(tgt))[: cfg.batch]], bw)
             loss = mmd if use_mmd else mmd.detach() * 0.0
             rewards: list[float] = []
@@ -234,7 +236,7 @@ def train_aerial(prior: SceneGraphGrammar | str = "aerial", target: SceneGraphGr
             advance(1, mmd=row["mmd"], reward=row["reward"] if rewards else "-")
     with torch.no_grad():
         learned = gen(probe)
-        mmd_after = float(mmd2(feats(render_graph(prior, probe, learned, softness=cfg.mmd_softness).images), tgt, bw))
+        mmd_after = float(mmd2(feats(soft_images(prior, probe, learned)), tgt, bw))
     report = {"prior": prior.name, "target": target.name, "config": cfg.model_dump(), "mmd_before": mmd_before,
               "mmd_after": mmd_after, "attributes_prior": attribute_means(probe.attrs, prior, probe),
               "attributes_learned": attribute_means(learned, prior, probe), "train_seconds": time.perf_counter() - t_start}
