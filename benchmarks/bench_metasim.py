@@ -58,7 +58,7 @@ def baselines(seeds: list[int]) -> None:
 
 
 def aerial(seeds: list[int], ablation_seeds: list[int], epochs: int | None, png: str | None, loss: str = "mmd",
-           rows: tuple[str, ...] = ("main", "other-loss", "per-object")) -> None:
+           rows: tuple[str, ...] = ("main", "other-loss", "per-object"), reference: tuple[float, float] | None = None) -> None:
     from datarena.metasim.aerial import (
         AerialConfig,
         evaluate_aerial,
@@ -77,15 +77,15 @@ def aerial(seeds: list[int], ablation_seeds: list[int], epochs: int | None, png:
                 "other-loss": (f"graph, {label[other]}", AerialConfig(seed=seed, loss=other, **base)),
                 "per-object": (f"per-object, {label[loss]}", AerialConfig(seed=seed, loss=loss, per_object=True, **base))}
         chosen = [r for r in rows if r == "main" or seed in ablation_seeds]
-        reference: dict = {}
+        known = {"prior": reference[0], "target_oracle": reference[1]} if reference else {}
         for row in chosen:
             name, cfg = runs[row]
             t0 = time.perf_counter()
             res = train_aerial(cfg=cfg, show_progress=False)
-            which = ("learned",) if reference else ("prior", "learned", "target_oracle")
+            which = ("learned",) if known else ("prior", "learned", "target_oracle")
             ev = evaluate_aerial("aerial", "aerial_target", cfg, res.generator, which)
-            reference = reference or {k: ev[k]["car_iou"] for k in ("prior", "target_oracle")}
-            p, o, learned = reference["prior"], reference["target_oracle"], ev["learned"]["car_iou"]
+            known = known or {k: ev[k]["car_iou"] for k in ("prior", "target_oracle")}
+            p, o, learned = known["prior"], known["target_oracle"], ev["learned"]["car_iou"]
             attrs = res.report["attributes_learned"]
             print(f"{name:22s} {seed:4d} {res.report['mmd_before']:6.3f} {res.report['mmd_after']:6.3f} {p:6.3f} {learned:7.3f} "
                   f"{o:6.3f} {learned / o:5.2f} {p / o:5.2f} {attrs['car.length']:7.1f} {attrs['car.lateral']:5.1f} "
@@ -105,6 +105,9 @@ def main() -> None:
     parser.add_argument("--rows", nargs="+", choices=["main", "other-loss", "per-object"],
                         default=["main", "other-loss", "per-object"],
                         help="aerial: which rows (other-loss and per-object only on --ablation-seeds)")
+    parser.add_argument("--reference", type=float, nargs=2, metavar=("PRIOR", "ORACLE"),
+                        help="aerial, one seed: the prior's and the oracle's car IoU from an earlier run of that seed "
+                             "(they do not depend on the generator); skips those two scorings")
     parser.add_argument("--epochs", type=int, help=f"default: {MetaSimConfig().epochs} (mnist), the AerialConfig default (aerial)")
     parser.add_argument("--pairs", nargs="+", choices=[p for p, _ in PAIRS], default=[p for p, _ in PAIRS],
                         help="mnist: which prior grammars' pairs run (default: both)")
@@ -115,8 +118,10 @@ def main() -> None:
                         help="no Meta-Sim training: target test accuracy of the prior and the oracle per seed, both pairs")
     args = parser.parse_args()
     if args.pair == "aerial":
+        if args.reference and len(args.seeds) != 1:
+            parser.error("--reference holds one seed's prior and oracle IoU: give exactly one --seeds")
         aerial(args.seeds, [] if args.no_ablation else args.ablation_seeds, args.epochs, args.png, args.aerial_loss,
-               tuple(args.rows))
+               tuple(args.rows), args.reference)
         return
     args.epochs = args.epochs or MetaSimConfig().epochs
     if args.baselines_only:
