@@ -9,7 +9,7 @@ after. Goals (issue 21): learned >= 90 % of the oracle, prior <= 60 % of it, eac
 on 2 cores; ablation rows: per-object MLP instead of the graph network, MMD only instead of MMD + task.
 Run: .venv/bin/python benchmarks/bench_metasim.py [--seeds 0 1 2] [--pairs mnist bigmnist] [--no-ablation] [--losses mmd task]
      .venv/bin/python benchmarks/bench_metasim.py --baselines-only --seeds 0 1 2 3 4   (prior and oracle only, ~40 s each)
-     .venv/bin/python benchmarks/bench_metasim.py --pair aerial --seeds 0 1 2 [--ablation-seeds 0] [--png docs/img/aerial_scenes.png]
+     .venv/bin/python benchmarks/bench_metasim.py --pair aerial --seeds 0 1 2 [--ablation-seeds 0] [--png docs/img/aerial_scenes.png] [--diagnose]
 """
 
 from __future__ import annotations
@@ -57,8 +57,9 @@ def baselines(seeds: list[int]) -> None:
         print(f"{prior + ' -> ' + target:36s} mean {p.mean():6.3f} {o.mean():6.3f}  (prior std {p.std():.3f})", flush=True)
 
 
-def aerial(seeds: list[int], ablation_seeds: list[int], epochs: int | None, png: str | None, loss: str = "mmd",
-           rows: tuple[str, ...] = ("main", "other-loss", "per-object"), reference: tuple[float, float] | None = None) -> None:
+def aerial(seeds: list[int], ablation_seeds: list[int], epochs: int | None, png: str | None, loss: str | None = None,
+           rows: tuple[str, ...] = ("main", "other-loss", "per-object"), reference: tuple[float, float] | None = None,
+           diagnose: bool = False) -> None:
     from datarena.metasim.aerial import (
         AerialConfig,
         evaluate_aerial,
@@ -71,6 +72,7 @@ def aerial(seeds: list[int], ablation_seeds: list[int], epochs: int | None, png:
           f"{'l/o':>5s} {'p/o':>5s} {'car len':>7s} {'|lat|':>5s} {'s':>5s}")
     base = {"epochs": epochs} if epochs else {}
     label = {"both": "mmd+task", "mmd": "mmd only", "task": "task only"}
+    loss = loss or AerialConfig().loss
     other = "both" if loss == "mmd" else "mmd"
     for seed in seeds:
         runs = {"main": (f"graph, {label[loss]}", AerialConfig(seed=seed, loss=loss, **base)),
@@ -90,6 +92,11 @@ def aerial(seeds: list[int], ablation_seeds: list[int], epochs: int | None, png:
             print(f"{name:22s} {seed:4d} {res.report['mmd_before']:6.3f} {res.report['mmd_after']:6.3f} {p:6.3f} {learned:7.3f} "
                   f"{o:6.3f} {learned / o:5.2f} {p / o:5.2f} {attrs['car.length']:7.1f} {attrs['car.lateral']:5.1f} "
                   f"{time.perf_counter() - t0:5.0f}", flush=True)
+            if diagnose:  # why a network scores what it does: precision, recall, what its false positives cover
+                for which_net, row_ev in ev.items():
+                    fp = ", ".join(f"{k} {v:.0%}" for k, v in row_ev["fp_on"].items())
+                    print(f"  {which_net:13s} precision {row_ev['precision']:.3f} recall {row_ev['recall']:.3f}; "
+                          f"false positives on: {fp}", flush=True)
             if png and seed == seeds[0] and row == "main":
                 save_aerial_grid("aerial", "aerial_target", res.generator, png, seed=seed)
                 print(f"  scenes (prior / learned / target): {png}", flush=True)
@@ -101,7 +108,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--ablation-seeds", type=int, nargs="*", default=[0], help="aerial: seeds that also run the ablation rows")
     parser.add_argument("--png", help="aerial: write a PNG of prior / learned / target scenes here")
-    parser.add_argument("--aerial-loss", choices=["both", "mmd", "task"], default="mmd", help="aerial: the loss of the main rows")
+    parser.add_argument("--aerial-loss", choices=["both", "mmd", "task"],
+                        help="aerial: the loss of the main rows (default: AerialConfig's); other-loss runs the other of both/mmd")
+    parser.add_argument("--diagnose", action="store_true",
+                        help="aerial: per scored network, car precision, recall and the classes under its false positives")
     parser.add_argument("--rows", nargs="+", choices=["main", "other-loss", "per-object"],
                         default=["main", "other-loss", "per-object"],
                         help="aerial: which rows (other-loss and per-object only on --ablation-seeds)")
@@ -121,7 +131,7 @@ def main() -> None:
         if args.reference and len(args.seeds) != 1:
             parser.error("--reference holds one seed's prior and oracle IoU: give exactly one --seeds")
         aerial(args.seeds, [] if args.no_ablation else args.ablation_seeds, args.epochs, args.png, args.aerial_loss,
-               tuple(args.rows), args.reference)
+               tuple(args.rows), args.reference, args.diagnose)
         return
     args.epochs = args.epochs or MetaSimConfig().epochs
     if args.baselines_only:

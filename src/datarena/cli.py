@@ -627,7 +627,7 @@ def metasim_train(
     target: str = typer.Option("mnist_rot90", "--target", help="Target grammar (its val digits drive training, its test digits score it)."),
     out: Path = typer.Option(None, "--out", help="Output directory (default: metasim-PRIOR-TARGET)."),
     epochs: int = typer.Option(80, help="Outer steps."),
-    loss: str = typer.Option(None, help="both, mmd (distribution only) or task (REINFORCE only); default: both (MNIST grammars), mmd (scene graphs)."),
+    loss: str = typer.Option(None, help="both, mmd (distribution only) or task (REINFORCE only); default: both."),
     seed: int = typer.Option(0, help="Seed."),
     features: Path = typer.Option(None, "--features", help="Feature network checkpoint for the MMD (default: seeded random conv net)."),
     evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate", help="Train task networks on prior / learned / target data and report target test accuracy."),
@@ -649,7 +649,7 @@ def metasim_train(
         if features is not None:
             raise DatarenaError("--features applies to the MNIST grammars; scene graphs use seeded patch-statistics features.")
         try:
-            acfg = AerialConfig(epochs=epochs, loss=loss or "mmd", seed=seed)
+            acfg = AerialConfig(epochs=epochs, seed=seed, **({"loss": loss} if loss else {}))
         except ValueError as exc:
             raise DatarenaError(f"invalid Meta-Sim settings: {exc}") from None
         res = train_aerial(prior, target, acfg)
