@@ -69,7 +69,7 @@ def aerial(seeds: list[int], ablation_seeds: list[int], epochs: int | None, png:
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; aerial -> aerial_target, car IoU (DeepLabv3-ResNet18)")
     print(f"{'run':22s} {'seed':>4s} {'mmd0':>6s} {'mmd1':>6s} {'prior':>6s} {'learned':>7s} {'oracle':>6s} "
-          f"{'l/o':>5s} {'p/o':>5s} {'car len':>7s} {'|lat|':>5s} {'s':>5s}")
+          f"{'l/o':>5s} {'p/o':>5s} {'car len':>7s} {'|lat|':>5s} {'|head|':>6s} {'s':>5s}")
     base = {"epochs": epochs} if epochs else {}
     label = {"both": "mmd+task", "mmd": "mmd only", "task": "task only"}
     loss = loss or AerialConfig().loss
@@ -90,7 +90,7 @@ def aerial(seeds: list[int], ablation_seeds: list[int], epochs: int | None, png:
             p, o, learned = known["prior"], known["target_oracle"], ev["learned"]["car_iou"]
             attrs = res.report["attributes_learned"]
             print(f"{name:22s} {seed:4d} {res.report['mmd_before']:6.3f} {res.report['mmd_after']:6.3f} {p:6.3f} {learned:7.3f} "
-                  f"{o:6.3f} {learned / o:5.2f} {p / o:5.2f} {attrs['car.length']:7.1f} {attrs['car.lateral']:5.1f} "
+                  f"{o:6.3f} {learned / o:5.2f} {p / o:5.2f} {attrs['car.length']:7.1f} {attrs['car.lateral']:5.1f} {attrs['car.heading']:6.0f} "
                   f"{time.perf_counter() - t0:5.0f}", flush=True)
             if diagnose:  # why a network scores what it does: precision, recall, what its false positives cover
                 for which_net, row_ev in ev.items():

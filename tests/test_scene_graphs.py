@@ -174,6 +174,18 @@ def test_generator_keeps_bounded_attributes_inside_and_symmetric_ones_on_their_s
     assert fresh.head.bias.grad[ATTRIBUTES.index("length")] > 0
 
 
+def test_aerial_bounds_leave_the_target_reachable():
+    """What the measured runs needed (docs/benchmarks.md): the prior's road angles are unbounded (logit space
+    puts a bound of 0 = 180 degrees out of reach), and a car turned across its road can still take the target's
+    footprint by swapping length and width, which needs length down to the target's width."""
+    target = load_graph_grammar("aerial_target").types["car"].attributes
+    car, road = AERIAL.types["car"], AERIAL.types["road"]
+    assert "angle" in road.mutable and "angle" not in road.bounds
+    for attr, twin in (("length", "width"), ("width", "length")):
+        low, high = car.bounds[attr]
+        assert low <= target[twin].low and high >= target[twin].high, (attr, car.bounds)
+
+
 def test_meta_sim_on_scene_graphs_lowers_the_mmd():
     """The exact MMD gradient through the renderer moves the graph generator toward the target."""
     from datarena.metasim.aerial import AerialConfig, train_aerial

@@ -627,7 +627,7 @@ def metasim_train(
     target: str = typer.Option("mnist_rot90", "--target", help="Target grammar (its val digits drive training, its test digits score it)."),
     out: Path = typer.Option(None, "--out", help="Output directory (default: metasim-PRIOR-TARGET)."),
     epochs: int = typer.Option(80, help="Outer steps."),
-    loss: str = typer.Option(None, help="both, mmd (distribution only) or task (REINFORCE only); default: both."),
+    loss: str = typer.Option(None, help="both, mmd (distribution only) or task (REINFORCE only); default: both (MNIST grammars), mmd (scene graphs)."),
     seed: int = typer.Option(0, help="Seed."),
     features: Path = typer.Option(None, "--features", help="Feature network checkpoint for the MMD (default: seeded random conv net)."),
     evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate", help="Train task networks on prior / learned / target data and report target test accuracy."),
