@@ -228,13 +228,18 @@ def test_task_term_follows_the_reward():
 def test_car_scores_depend_on_the_seed_alone():
     """The reported task network gives the same scores whatever ran before (its dropout draws from a forked
     generator seeded by the config), so a seed's prior and oracle IoU can be reused across runs."""
-    from datarena.metasim.aerial import AerialConfig, car_scores
+    from datarena.metasim.aerial import AerialConfig, car_scores, train_car_net
 
     cfg = AerialConfig(eval_steps=4, eval_batch=4, eval_scale=1, test_images=8)
     torch.manual_seed(1)
     first = car_scores(AERIAL, load_graph_grammar("aerial_target"), cfg)
     torch.rand(1000)  # the global generator moved on; the run must not notice
     assert car_scores(AERIAL, load_graph_grammar("aerial_target"), cfg) == first
+    # four steps score zero either way, so compare the trained weights themselves (dropout shapes them)
+    a = train_car_net(AERIAL, cfg).state_dict()
+    torch.rand(1000)
+    b = train_car_net(AERIAL, cfg).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_car_counts_and_summary():

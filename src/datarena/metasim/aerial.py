@@ -246,10 +246,8 @@ def train_aerial(prior: SceneGraphGrammar | str = "aerial", target: SceneGraphGr
 # ---------------------------------------------------------------- the reported task
 
 
-def car_scores(train_grammar: SceneGraphGrammar, test_grammar: SceneGraphGrammar, cfg: AerialConfig,
-               gen: GraphGenerator | None = None) -> dict:
-    """Train DeepLabv3-ResNet18 on renders of `train_grammar` (through `gen`); on held-out target renders return
-    car IoU, precision, recall and where the false positives fall ({"fp_on": {"house": share, ...}})."""
+def train_car_net(train_grammar: SceneGraphGrammar, cfg: AerialConfig, gen: GraphGenerator | None = None) -> nn.Module:
+    """DeepLabv3-ResNet18 (car vs rest) trained on renders of `train_grammar` (through `gen`), in eval mode."""
     from datarena.evaluate.deeplab import deeplabv3
 
     car = car_class(train_grammar)
@@ -269,7 +267,14 @@ def car_scores(train_grammar: SceneGraphGrammar, test_grammar: SceneGraphGrammar
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-    net.eval()
+    return net.eval()
+
+
+def car_scores(train_grammar: SceneGraphGrammar, test_grammar: SceneGraphGrammar, cfg: AerialConfig,
+               gen: GraphGenerator | None = None) -> dict:
+    """Train a car network (`train_car_net`); on held-out target renders return car IoU, precision, recall and
+    where the false positives fall ({"fp_on": {"house": share, ...}})."""
+    net = train_car_net(train_grammar, cfg, gen)
     names = ("background", *test_grammar.classes)
     counts = torch.zeros(3 + len(names), dtype=torch.long)
     with torch.no_grad():
@@ -295,12 +300,6 @@ def car_summary(counts: torch.Tensor, names: tuple[str, ...]) -> dict:
     total = max(int(fp.sum()), 1)
     return {"car_iou": tp / max(pred_n + true_n - tp, 1), "precision": tp / max(pred_n, 1), "recall": tp / max(true_n, 1),
             "fp_on": {n: int(c) / total for n, c in zip(names, fp, strict=True) if n != "car"}}
-
-
-def car_iou(train_grammar: SceneGraphGrammar, test_grammar: SceneGraphGrammar, cfg: AerialConfig,
-            gen: GraphGenerator | None = None) -> float:
-    """Car IoU on held-out target renders of a DeepLabv3-ResNet18 trained on `train_grammar` (see `car_scores`)."""
-    return car_scores(train_grammar, test_grammar, cfg, gen)["car_iou"]
 
 
 def evaluate_aerial(prior: SceneGraphGrammar | str, target: SceneGraphGrammar | str, cfg: AerialConfig,
@@ -375,5 +374,6 @@ def load_graph_generator(blob: dict, label: str) -> tuple[GraphGenerator, SceneG
     return gen.eval(), grammar
 
 
-__all__ = ["AerialConfig", "AerialResult", "CarProxy", "car_counts", "car_iou", "car_scores", "car_summary", "evaluate_aerial", "graph_task_surrogate",
+__all__ = ["AerialConfig", "AerialResult", "CarProxy", "car_counts", "car_scores", "car_summary",
+           "train_car_net", "evaluate_aerial", "graph_task_surrogate",
            "load_graph_generator", "proxy_reward", "save_aerial_grid", "save_aerial_run", "train_aerial"]
