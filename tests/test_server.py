@@ -337,9 +337,16 @@ def test_web_login_logout_and_phases(backend):
         c.reveal("01", 3)
         page = browser.get("/exercises/01")
         assert 'id="reveals"' in page.text and 'id="submit-form"' in page.text
-        out = browser.post("/logout", data={"csrf_token": token})
+        stale = browser.post("/logout", data={"csrf_token": token})  # the token of the anonymous page
+        assert stale.status_code == 403  # CSRF tokens are bound to the session they were issued in
+        session = ok.cookies["datarena_session"]
+        fresh = page.text.split('name="csrf_token" value="')[1].split('"')[0]
+        out = browser.post("/logout", data={"csrf_token": fresh})
         assert out.status_code == 303
         assert 'id="submit-form"' not in browser.get("/exercises/01").text
+    # logout ended the session: its value no longer works as a bearer token either
+    r = httpx.get(f"{url}/api/exercises/01/reveals", headers={"authorization": f"Bearer {session}"})
+    assert r.status_code == 401
 
 
 def test_hidden_labels_load_once_under_concurrent_first_calls(phase_data_cache):

@@ -1,8 +1,10 @@
 """Unpacking uploaded archives (.zip, .tar, .tar.gz) without trusting them.
 
-Refused: absolute paths, `..` components, links and device files, more than `max_files`
-entries, and more than `max_bytes` unpacked (counted while writing, so an archive that lies
-about its sizes, a zip bomb, is stopped at the cap).
+Refused: absolute paths, `..` components, names that are not clean UTF-8 text (NUL and other
+control characters, undecodable bytes, over-long names), links and device files, more than
+`max_files` entries, and more than `max_bytes` unpacked (counted while writing, so an archive
+that lies about its sizes, a zip bomb, is stopped at the cap). Every refusal is an
+`ArchiveError` whose message names the archive member, never a path on the server.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pathlib import Path, PurePosixPath
 from datarena.errors import DatarenaError
 
 CHUNK = 1 << 20
+MAX_NAME_BYTES = 1024  # a whole member name
+MAX_PART_BYTES = 200  # one path component (file systems allow 255)
 
 
 class ArchiveError(DatarenaError):
@@ -44,12 +48,28 @@ def archive_kind(path: Path, filename: str = "") -> str:
                        f"directory (JPEGImages/, SegmentationClass/), or an .npz file.")
 
 
+def shown(name: str, limit: int = 80) -> str:
+    """A member name as it may appear in a message: printable ASCII, undecodable bytes escaped."""
+    text = ascii(name)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
+
+
 def _safe_name(name: str) -> PurePosixPath:
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise ArchiveError(f"the archive holds a name with a control character ({shown(name)}); "
+                           f"use plain file names.")
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in name):
+        raise ArchiveError(f"the archive holds a name that is not UTF-8 text ({shown(name)}); "
+                           f"rename the file with plain characters.")
+    encoded = name.encode("utf-8")
+    if len(encoded) > MAX_NAME_BYTES or any(len(part.encode()) > MAX_PART_BYTES for part in name.split("/")):
+        raise ArchiveError(f"the archive holds an over-long name ({shown(name)}); names are at most "
+                           f"{MAX_PART_BYTES} bytes per folder or file and {MAX_NAME_BYTES} in all.")
     p = PurePosixPath(name.replace("\\", "/"))
     if p.is_absolute() or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
-        raise ArchiveError(f"the archive holds an absolute path {name!r}; archive the dataset with relative paths.")
+        raise ArchiveError(f"the archive holds an absolute path {shown(name)}; archive the dataset with relative paths.")
     if ".." in p.parts:
-        raise ArchiveError(f"the archive holds a path that climbs out of it ({name!r}); remove '..' entries.")
+        raise ArchiveError(f"the archive holds a path that climbs out of it ({shown(name)}); remove '..' entries.")
     return p
 
 
@@ -78,7 +98,7 @@ def unpack_safely(archive: Path, dest: Path, limits: Limits, kind: str | None = 
                     rel = _safe_name(info.filename)
                     mode = info.external_attr >> 16
                     if stat.S_ISLNK(mode):
-                        raise ArchiveError(f"the archive holds a link ({info.filename!r}); store real files only.")
+                        raise ArchiveError(f"the archive holds a link ({shown(info.filename)}); store real files only.")
                     target = dest.joinpath(*rel.parts)
                     if info.is_dir():
                         target.mkdir(parents=True, exist_ok=True)
@@ -95,9 +115,9 @@ def unpack_safely(archive: Path, dest: Path, limits: Limits, kind: str | None = 
                         raise ArchiveError(f"the archive holds more than {limits.max_files} entries (the limit).")
                     rel = _safe_name(member.name)
                     if member.issym() or member.islnk():
-                        raise ArchiveError(f"the archive holds a link ({member.name!r}); store real files only.")
+                        raise ArchiveError(f"the archive holds a link ({shown(member.name)}); store real files only.")
                     if not (member.isfile() or member.isdir()):
-                        raise ArchiveError(f"the archive holds a special file ({member.name!r}); "
+                        raise ArchiveError(f"the archive holds a special file ({shown(member.name)}); "
                                            f"store regular files only.")
                     target = dest.joinpath(*rel.parts)
                     if member.isdir():
@@ -108,9 +128,15 @@ def unpack_safely(archive: Path, dest: Path, limits: Limits, kind: str | None = 
                     _copy_capped(src, target, budget, limits)
         else:
             raise ArchiveError(f"cannot unpack a {kind!r} upload.")
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, tarfile.TarError, EOFError, NotImplementedError,
+            RuntimeError, ValueError, UnicodeError, OSError) as exc:
+        # zipfile raises UnicodeDecodeError for a name flagged UTF-8 that is not, NotImplementedError
+        # for an unknown compression, RuntimeError for an encrypted member; an OSError's text names
+        # a server path, so only its reason is shown.
         shutil.rmtree(dest, ignore_errors=True)
-        raise ArchiveError(f"the archive is damaged ({type(exc).__name__}: {exc}); pack it again.") from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ArchiveError(f"the archive is damaged or unsupported ({type(exc).__name__}: {shown(reason, 160)[1:-1]}); "
+                           f"pack it again as a plain .zip or .tar(.gz).") from None
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)
         raise

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -238,18 +240,31 @@ def load_segmentation(path: str | os.PathLike) -> SegmentationSet | VOCDataset:
 
 
 class DatasetRules(BaseModel):
-    """The challenge's rules for a submitted dataset (defaults: the SyntaGen seed document)."""
+    """The challenge's rules for a submitted dataset (defaults: the SyntaGen seed document).
+
+    The last three bound what checking an upload may cost, before anything is decoded: image
+    sizes come from file headers, .npz array shapes from their .npy headers.
+    """
 
     max_pairs: int = Field(10_000, gt=0)
     size: tuple[int, int] | None = (512, 512)  # (height, width); None = any size
     num_classes: int = Field(21, gt=1)  # mask values must be < num_classes or 255
+    max_image_pixels: int = Field(4096 * 4096, gt=0)  # one image or mask (when size is None)
+    max_total_pixels: int | None = Field(None, gt=0)  # decoded per dataset; None = 2 x max_pairs x one image
+    max_bytes: int | None = Field(None, gt=0)  # .npz: the arrays' declared sizes, summed
+
+    def pixel_budget(self) -> int:
+        if self.max_total_pixels is not None:
+            return self.max_total_pixels
+        one = self.size[0] * self.size[1] if self.size else self.max_image_pixels
+        return 2 * self.max_pairs * one
 
 
 @dataclass
 class ValidationReport:
     root: Path
     n_pairs: int
-    problems: list[tuple[str, str]]  # (file, what is wrong)
+    problems: list[tuple[str, str]]  # (file relative to the dataset, or ".", what is wrong)
 
     @property
     def ok(self) -> bool:
@@ -262,13 +277,32 @@ class ValidationReport:
             raise DatasetError(f"{self.root} breaks the dataset rules ({len(self.problems)} problems):\n{lines}{more}")
 
 
+_PATHS = re.compile(r"(?:[A-Za-z]:)?[/\\][^\s'\"]+")
+
+
+def _reason(exc: Exception) -> str:
+    """A decoder's complaint without the server paths it may quote."""
+    return f"{type(exc).__name__}: {_PATHS.sub('<file>', str(exc))[:200]}"
+
+
+def _mask_values_problem(values: np.ndarray, allowed: np.ndarray, num_classes: int) -> str | None:
+    stray = values[~allowed[values]]
+    if len(stray):
+        return f"values {stray.tolist()[:10]} outside 0..{num_classes - 1} and 255"
+    return None
+
+
 def validate_dataset(path: str | os.PathLike, rules: DatasetRules | None = None) -> ValidationReport:
-    """Check a VOC-layout directory against the rules and report every offending file."""
+    """Check a VOC-layout directory against the rules and report every offending file.
+
+    Each file's format and size are read from its header first; only JPEG and PNG images of the
+    allowed size are decoded, and no more pixels than `rules.pixel_budget()` in all.
+    """
     rules = rules or DatasetRules()
     root = Path(path)
     problems: list[tuple[str, str]] = []
     if not (root / "JPEGImages").is_dir() or not (root / "SegmentationClass").is_dir():
-        return ValidationReport(root, 0, [(str(root), "not a VOC-layout dataset: JPEGImages/ and SegmentationClass/ are required")])
+        return ValidationReport(root, 0, [(".", "not a VOC-layout dataset: JPEGImages/ and SegmentationClass/ are required")])
     images = _files_by_stem(root / "JPEGImages", IMAGE_EXTS)
     masks = _files_by_stem(root / "SegmentationClass", (".png",))
     for name in sorted(set(images) - set(masks)):
@@ -279,81 +313,181 @@ def validate_dataset(path: str | os.PathLike, rules: DatasetRules | None = None)
     listed = _listed_names(root)
     if listed is not None:  # the loader trains on train.txt's names: check exactly those
         for name in _duplicates(listed):
-            problems.append(("ImageSets/Segmentation/train.txt", f"lists {name!r} more than once"))
+            problems.append(("ImageSets/Segmentation/train.txt", f"lists {name[:80]!r} more than once"))
         for name in sorted(set(listed) - set(paired)):
-            problems.append(("ImageSets/Segmentation/train.txt", f"lists {name!r}, which has no image+mask pair"))
+            problems.append(("ImageSets/Segmentation/train.txt", f"lists {name[:80]!r}, which has no image+mask pair"))
         paired = sorted(set(listed) & set(paired))
     if len(paired) > rules.max_pairs:
-        problems.append((str(root), f"{len(paired)} pairs, the limit is {rules.max_pairs}"))
+        # counted from the names alone: nothing is decoded for a dataset over the pair limit
+        problems.append((".", f"{len(paired)} pairs, the limit is {rules.max_pairs}"))
+        return ValidationReport(root, len(paired), problems)
     allowed = np.zeros(256, dtype=bool)
     allowed[: rules.num_classes] = True
     allowed[IGNORE] = True
+    budget = rules.pixel_budget()
+    want = tuple(rules.size) if rules.size is not None else None
+
+    def header(p: Path, rel: str, formats: list[str]) -> Image.Image | None:
+        """Open (headers only) and check the size; None when it must not be decoded."""
+        try:
+            im = Image.open(p, formats=formats)
+        except Exception as exc:  # noqa: BLE001 - any reader error means a corrupt file
+            kinds = " or ".join(formats)
+            problems.append((rel, f"cannot be read as a {kinds} file ({_reason(exc)})"))
+            return None
+        size = (im.height, im.width)
+        if want is not None and size != want:
+            problems.append((rel, f"is {size[1]}x{size[0]} (WxH), must be {want[1]}x{want[0]}"))
+        elif size[0] * size[1] > rules.max_image_pixels:
+            problems.append((rel, f"is {size[1]}x{size[0]}, more than {rules.max_image_pixels} pixels"))
+        else:
+            return im
+        im.close()
+        return None
+
     for name in paired:
         ipath, mpath = images[name], masks[name]
         irel, mrel = f"JPEGImages/{ipath.name}", f"SegmentationClass/{mpath.name}"
-        isize = msize = None
+        im, m = header(ipath, irel, ["JPEG", "PNG"]), header(mpath, mrel, ["PNG"])
         try:
-            with Image.open(ipath) as im:
-                im.load()
-                isize = (im.height, im.width)
-        except Exception as exc:  # noqa: BLE001 - any decoder error means a corrupt file
-            problems.append((irel, f"cannot be read as an image ({type(exc).__name__}: {exc})"))
-        try:
-            with Image.open(mpath) as m:
-                m.load()
+            if im is not None and m is not None and im.size != m.size:
+                problems.append((mrel, f"size {m.width}x{m.height} differs from its image {im.width}x{im.height}"))
+                continue
+            cost = sum(x.width * x.height for x in (im, m) if x is not None)
+            budget -= cost
+            if budget < 0:
+                problems.append((".", f"more than {rules.pixel_budget()} pixels to decode in all; "
+                                      f"submit fewer or smaller images"))
+                break
+            if im is not None:
+                try:
+                    im.load()
+                except Exception as exc:  # noqa: BLE001
+                    problems.append((irel, f"cannot be decoded ({_reason(exc)})"))
+            if m is not None:
                 if m.mode not in ("P", "L"):
                     problems.append((mrel, f"mode {m.mode}; a mask must be a palette (P) or grey (L) PNG of class ids"))
-                msize = (m.height, m.width)
-                values = np.unique(np.asarray(m))
-            stray = values[~allowed[values]]
-            if len(stray):
-                problems.append((mrel, f"values {stray.tolist()[:10]} outside 0..{rules.num_classes - 1} and 255"))
-        except Exception as exc:  # noqa: BLE001
-            problems.append((mrel, f"cannot be read as a PNG mask ({type(exc).__name__}: {exc})"))
-        if rules.size is not None:
-            for rel, size in ((irel, isize), (mrel, msize)):
-                if size is not None and size != tuple(rules.size):
-                    problems.append((rel, f"is {size[1]}x{size[0]} (WxH), must be {rules.size[1]}x{rules.size[0]}"))
-        if isize and msize and isize != msize:
-            problems.append((mrel, f"size {msize[1]}x{msize[0]} differs from its image {isize[1]}x{isize[0]}"))
+                    continue
+                try:
+                    values = np.unique(np.asarray(m))
+                except Exception as exc:  # noqa: BLE001
+                    problems.append((mrel, f"cannot be decoded ({_reason(exc)})"))
+                    continue
+                bad = _mask_values_problem(values, allowed, rules.num_classes)
+                if bad:
+                    problems.append((mrel, bad))
+        finally:
+            for x in (im, m):
+                if x is not None:
+                    x.close()
     return ValidationReport(root, len(paired), problems)
 
 
+NPZ_CHUNK = 16 << 20  # bytes of an array read at a time while checking an .npz
+
+
+def _npy_header(fh) -> tuple[tuple[int, ...], np.dtype, bool]:
+    """(shape, dtype, fortran_order) of a .npy stream, read from its header alone."""
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh, max_header_size=10_000)
+        return shape, dtype, fortran
+    if version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh, max_header_size=10_000)
+        return shape, dtype, fortran
+    raise ValueError(f".npy format version {version[0]}.{version[1]} (save with numpy's np.savez)")
+
+
 def validate_npz(path: str | os.PathLike, rules: DatasetRules | None = None) -> ValidationReport:
-    """The .npz form checked by the same rules as a VOC directory (pair count, size, mask values)."""
+    """The .npz form checked by the same rules as a VOC directory (pair count, size, mask values).
+
+    Every array's shape and dtype come from its .npy header before anything is loaded: their
+    sizes, summed, must stay within `rules.max_bytes`; masks are then read a chunk at a time and
+    images only streamed through (their checksums verified), so memory stays near NPZ_CHUNK.
+    """
     rules = rules or DatasetRules()
     path = Path(path)
-    problems: list[tuple[str, str]] = []
+    label = path.name
+
+    def refused(msg: str, n: int = 0) -> ValidationReport:
+        return ValidationReport(path, n, [(label, msg)])
+
     try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in ("images", "masks") if k not in z]
-            if missing:
-                return ValidationReport(path, 0, [(path.name, f"lacks the array(s) {', '.join(missing)}")])
-            images, masks = z["images"], z["masks"]
-    except Exception as exc:  # noqa: BLE001 - any reader error means a corrupt or pickled file
-        return ValidationReport(path, 0, [(path.name, f"cannot be read as an .npz of arrays ({type(exc).__name__}: {exc})")])
-    n = len(masks)
-    if images.dtype != np.uint8 or masks.dtype != np.uint8:
-        problems.append((path.name, f"images are {images.dtype} and masks {masks.dtype}; both must be uint8"))
-    if images.ndim not in (3, 4) or masks.ndim != 3 or len(images) != n:
-        problems.append((path.name, f"images {images.shape} and masks {masks.shape}: need (N,H,W[,3]) and (N,H,W)"))
-        return ValidationReport(path, n, problems)
-    if n > rules.max_pairs:
-        problems.append((path.name, f"{n} pairs, the limit is {rules.max_pairs}"))
-    if images.shape[1:3] != masks.shape[1:3]:
-        problems.append((path.name, f"images are {images.shape[2]}x{images.shape[1]} but masks "
-                                    f"{masks.shape[2]}x{masks.shape[1]}"))
-    if rules.size is not None and tuple(images.shape[1:3]) != tuple(rules.size):
-        problems.append((path.name, f"images are {images.shape[2]}x{images.shape[1]} (WxH), must be "
+        zf = zipfile.ZipFile(path)
+    except Exception as exc:  # noqa: BLE001 - any reader error means a corrupt file
+        return refused(f"cannot be read as an .npz of arrays ({_reason(exc)})")
+    with zf:
+        headers: dict[str, tuple[tuple[int, ...], np.dtype, bool]] = {}
+        total = 0
+        for info in zf.infolist():
+            key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+            try:
+                with zf.open(info) as fh:
+                    shape, dtype, fortran = _npy_header(fh)
+            except Exception as exc:  # noqa: BLE001
+                return refused(f"member {key[:60]!r} is not a numpy array ({_reason(exc)})")
+            if dtype.hasobject:
+                return refused(f"array {key[:60]!r} holds Python objects ({dtype}); store plain numbers and strings")
+            total += int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if rules.max_bytes is not None and total > rules.max_bytes:
+                return refused(f"its arrays declare more than {rules.max_bytes} bytes (the unpacked limit); "
+                               f"submit a smaller dataset")
+            headers[key] = (shape, dtype, fortran)
+        missing = [k for k in ("images", "masks") if k not in headers]
+        if missing:
+            return refused(f"lacks the array(s) {', '.join(missing)}")
+        (ishape, idtype, ifort), (mshape, mdtype, mfort) = headers["images"], headers["masks"]
+        problems: list[tuple[str, str]] = []
+        if idtype != np.uint8 or mdtype != np.uint8:
+            problems.append((label, f"images are {idtype} and masks {mdtype}; both must be uint8"))
+        if len(ishape) not in (3, 4) or len(mshape) != 3 or ishape[0] != mshape[0] or \
+                (len(ishape) == 4 and ishape[3] not in (1, 3)):
+            problems.append((label, f"images {ishape} and masks {mshape}: need (N,H,W[,3]) and (N,H,W)"))
+        if ifort or mfort:
+            problems.append((label, "arrays are stored in Fortran order; save np.ascontiguousarray(...) instead"))
+        if problems:
+            return ValidationReport(path, mshape[0] if mshape else 0, problems)
+        n, h, w = mshape
+        if n > rules.max_pairs:
+            problems.append((label, f"{n} pairs, the limit is {rules.max_pairs}"))
+        if tuple(ishape[1:3]) != (h, w):
+            problems.append((label, f"images are {ishape[2]}x{ishape[1]} but masks {w}x{h}"))
+        if rules.size is not None and tuple(ishape[1:3]) != tuple(rules.size):
+            problems.append((label, f"images are {ishape[2]}x{ishape[1]} (WxH), must be "
                                     f"{rules.size[1]}x{rules.size[0]}"))
-    allowed = np.zeros(256, dtype=bool)
-    allowed[: rules.num_classes] = True
-    allowed[IGNORE] = True
-    for i in range(n):
-        values = np.unique(masks[i])
-        stray = values[~allowed[values]]
-        if len(stray):
-            problems.append((f"{path.name}[masks][{i}]", f"values {stray.tolist()[:10]} outside 0..{rules.num_classes - 1} and 255"))
+        elif h * w > rules.max_image_pixels:
+            problems.append((label, f"images are {w}x{h}, more than {rules.max_image_pixels} pixels"))
+        if problems:
+            return ValidationReport(path, n, problems)
+        allowed = np.zeros(256, dtype=bool)
+        allowed[: rules.num_classes] = True
+        allowed[IGNORE] = True
+        per = max(1, h * w)
+        try:
+            with zf.open("masks.npy") as fh:
+                _npy_header(fh)
+                i = 0
+                step = max(1, NPZ_CHUNK // per)
+                while i < n:
+                    k = min(step, n - i)
+                    raw = fh.read(k * per)
+                    if len(raw) != k * per:
+                        return refused(f"masks end after {i + len(raw) // per} of {n} masks; the file is cut short", n)
+                    chunk = np.frombuffer(raw, dtype=np.uint8).reshape(k, h, w)
+                    for j in range(k):
+                        bad = _mask_values_problem(np.unique(chunk[j]), allowed, rules.num_classes)
+                        if bad:
+                            problems.append((f"{label}[masks][{i + j}]", bad))
+                    i += k
+            with zf.open("images.npy") as fh:  # streamed through: the zip checks its CRC at the end
+                _npy_header(fh)
+                need, got = int(np.prod(ishape)), 0
+                while block := fh.read(NPZ_CHUNK):
+                    got += len(block)
+                if got != need:
+                    return refused(f"images hold {got} bytes, their header declares {need}; the file is cut short", n)
+        except Exception as exc:  # noqa: BLE001 - a damaged member (bad CRC, truncated stream)
+            return refused(f"cannot be read as an .npz of arrays ({_reason(exc)})", n)
     return ValidationReport(path, n, problems)
 
 

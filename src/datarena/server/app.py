@@ -3,8 +3,12 @@ track's own routes (`Track.mount`)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
 from datarena import __version__
@@ -14,18 +18,51 @@ from datarena.server.arena import Arena
 from datarena.server.auth import ApiError
 
 
+class ErrorBody(BaseModel):
+    """Every refusal: `detail` says what to fix (more fields, e.g. `problems`, where useful)."""
+
+    model_config = ConfigDict(extra="allow")
+    detail: str | list[Any]
+
+
+def _printable(value):
+    """Strings as JSON can carry them (an undecodable byte from a client's file name is escaped)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, list | tuple):
+        return [_printable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _printable(v) for k, v in value.items()}
+    return value
+
+
 def create_app(arena: Arena) -> FastAPI:
-    app = FastAPI(title=arena.spec.title, version=__version__)
+    app = FastAPI(title=arena.spec.title, version=__version__,
+                  responses={"4XX": {"model": ErrorBody, "description": "refused: `detail` says what to fix"}})
     app.state.arena = arena
     limit = arena.spec.max_upload_bytes
     pages = web.Pages(arena)
+    web.configure_upload_pool(arena.spec.upload_workers)
+    web.configure_csrf_key(arena.server_secret())
+
+    def refuse(request: Request, status: int, message: str, extra: dict, headers: dict | None = None):
+        message, extra = _printable(message), _printable(extra)
+        if request.url.path.startswith(("/api/", "/reveal")) or "text/html" not in request.headers.get("accept", ""):
+            return JSONResponse({"detail": message, **extra}, status_code=status, headers=headers)
+        return pages.render(request, "message.html", {"title": "Request refused", "message": message,
+                                                      "problems": extra.get("problems", [])}, status=status)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):
-        if request.url.path.startswith(("/api/", "/reveal")) or "text/html" not in request.headers.get("accept", ""):
-            return JSONResponse({"detail": exc.message, **exc.extra}, status_code=exc.status, headers=exc.headers)
-        return pages.render(request, "message.html", {"title": "Request refused", "message": exc.message,
-                                                      "problems": exc.extra.get("problems", [])}, status=exc.status)
+        return refuse(request, exc.status, exc.message, exc.extra, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError):
+        parts = []
+        for e in exc.errors()[:5]:
+            where = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
+            parts.append(f"{where}: {e.get('msg', 'invalid')}")
+        return refuse(request, 422, "invalid request: " + "; ".join(parts) + ".", {})
 
     # ---------------------------------------------------------------- JSON API
 
@@ -36,17 +73,27 @@ def create_app(arena: Arena) -> FastAPI:
     @app.post("/api/teams", status_code=201)
     async def api_register(request: Request):
         payload = await web.json_body(request)
-        team = await run_in_threadpool(arena.register, payload.get("name", ""), payload.get("password", ""))
+        name, password = web.text_field(payload, "name"), web.text_field(payload, "password")
+        team = await run_in_threadpool(arena.register, name, password)
         return {"name": team.name, "validated": team.validated,
                 "message": "registered; an organiser must validate the team before it can reveal or submit."}
 
     @app.post("/api/token")
     async def api_token(request: Request):
         payload = await web.json_body(request)
-        team = await run_in_threadpool(arena.login, payload.get("name", ""), payload.get("password", ""),
-                                       web.client_address(request))
+        name, password = web.text_field(payload, "name"), web.text_field(payload, "password")
+        team = await run_in_threadpool(arena.login, name, password, web.client_address(request))
         token = await run_in_threadpool(arena.issue_token, team)
-        return {"token": token, "token_type": "bearer", "team": team.name, "validated": team.validated}
+        return {"token": token, "token_type": "bearer", "team": team.name, "validated": team.validated,
+                "expires_in_s": int(arena.spec.session_lifetime_days * 86400)}
+
+    @app.delete("/api/token")
+    def api_revoke_token(request: Request):
+        """Log out: the bearer token stops working at once."""
+        token = web.bearer(request)
+        arena.team_for_token(token)  # 401 for a token that is not (or no longer) valid
+        arena.revoke_token(token)
+        return {"revoked": True}
 
     @app.get("/api/tracks")
     def api_tracks():
@@ -57,16 +104,16 @@ def create_app(arena: Arena) -> FastAPI:
         return [arena.phase_json(p) for p in arena.phases()]
 
     @app.get("/api/phases/{phase_id}")
-    def api_phase(phase_id: int):
+    def api_phase(phase_id: web.DbId):
         with arena.Session() as s:
             return arena.phase_json(arena.phase_by_id(s, phase_id))
 
     @app.get("/api/phases/{phase_id}/verification")
-    def api_phase_verification(phase_id: int):
+    def api_phase_verification(phase_id: web.DbId):
         return arena.verification(phase_id)
 
     @app.get("/api/jobs/{job_id}")
-    def api_job(job_id: int, request: Request):
+    def api_job(job_id: web.DbId, request: Request):
         """A team's own job: state, progress (step, total, rate, ETA), result, failure reason."""
         team = arena.team_for_token(web.bearer(request))
         try:
@@ -90,7 +137,8 @@ def create_app(arena: Arena) -> FastAPI:
     async def page_register_post(request: Request):
         data = await web.form(request, limit)
         web.check_csrf(request, data)
-        team = await run_in_threadpool(arena.register, str(data.get("name", "")), str(data.get("password", "")))
+        name, password = web.text_field(data, "name"), web.text_field(data, "password")
+        team = await run_in_threadpool(arena.register, name, password)
         return pages.render(request, "message.html", {
             "title": "Team registered",
             "message": f"Team {team.name} is registered. An organiser must validate it before it can reveal or submit.",
@@ -104,17 +152,19 @@ def create_app(arena: Arena) -> FastAPI:
     async def page_login_post(request: Request):
         data = await web.form(request, limit)
         web.check_csrf(request, data)
-        team = await run_in_threadpool(arena.login, str(data.get("name", "")), str(data.get("password", "")),
-                                       web.client_address(request))
+        name, password = web.text_field(data, "name"), web.text_field(data, "password")
+        team = await run_in_threadpool(arena.login, name, password, web.client_address(request))
         token = await run_in_threadpool(arena.issue_token, team)
         resp = RedirectResponse("/", status_code=303)
-        resp.set_cookie(web.SESSION_COOKIE, token, httponly=True, samesite="lax")
+        resp.set_cookie(web.SESSION_COOKIE, token, httponly=True, samesite="lax",
+                        max_age=int(arena.spec.session_lifetime_days * 86400))
         return resp
 
     @app.post("/logout")
     async def page_logout(request: Request):
         data = await web.form(request, limit)
         web.check_csrf(request, data)
+        await run_in_threadpool(arena.revoke_token, request.cookies.get(web.SESSION_COOKIE))
         resp = RedirectResponse("/", status_code=303)
         resp.delete_cookie(web.SESSION_COOKIE)
         return resp

@@ -7,6 +7,7 @@ import hmac
 import secrets
 import threading
 import time
+import unicodedata
 from collections import deque
 
 from argon2 import PasswordHasher
@@ -90,14 +91,24 @@ class LoginLimiter:
                 self._recent(key, now).append(now)
 
 
+def team_name_key(name: str) -> str:
+    """What makes two team names the same: equal after NFKC normalisation and case folding
+    ('Alpha', 'ALPHA' and the full-width 'ａｌｐｈａ' are one team)."""
+    return unicodedata.normalize("NFKC", name or "").strip().casefold()
+
+
 def validate_team_name(name: str) -> str:
-    name = (name or "").strip()
+    if not isinstance(name, str):
+        raise ApiError(422, f"team name must be a string, got {type(name).__name__}.")
+    name = unicodedata.normalize("NFKC", name).strip()
     if not 2 <= len(name) <= 64 or not set(name) <= TEAM_NAME_CHARS:
         raise ApiError(422, "team name must be 2-64 characters of letters, digits, '_', '-' or '.'.")
     return name
 
 
 def validate_password(password: str) -> str:
+    if not isinstance(password, str):
+        raise ApiError(422, f"password must be a string, got {type(password).__name__}.")
     if not 8 <= len(password or "") <= 256:
         raise ApiError(422, "password must be 8-256 characters long.")
     return password

@@ -59,6 +59,17 @@ class ArenaClient:
             self._token = resp.json()["token"]
         return self._token
 
+    def login(self) -> str:
+        """A fresh token (tokens expire after the challenge's session lifetime, 30 days by default)."""
+        self._token = None
+        return self.token
+
+    def logout(self) -> None:
+        """Revoke this client's token on the server."""
+        if self._token is not None:
+            self._check(self.http.delete("/api/token", headers=self._auth()))
+            self._token = None
+
     def _auth(self) -> dict:
         return {"Authorization": f"Bearer {self.token}"}
 

@@ -57,6 +57,7 @@ class TrackSpec(BaseModel):
     max_upload_mb: float = Field(2048, gt=0)
     max_unpacked_mb: float = Field(4096, gt=0)
     max_files: int = Field(25_000, ge=1)
+    max_decoded_mpixels: float | None = Field(None, gt=0)  # pixels decoded to check one upload (None: 2 x pairs x size)
     verify_tolerance: float = Field(0.02, ge=0)  # mIoU difference allowed when a re-run cannot be bit-exact
 
     @model_validator(mode="after")
@@ -83,7 +84,10 @@ class ChallengeSpec(BaseModel):
     data_dir: str = "datarena-data"
     database_url: str | None = None
     secret_file: str | None = None  # the server secret (default: DATA_DIR/server-secret); never served
-    max_upload_bytes: int = 1 << 20
+    max_upload_bytes: int = 1 << 20  # forms and CSV uploads (JSON bodies: 64 KiB)
+    session_lifetime_days: float = Field(30.0, gt=0)  # bearer tokens and web sessions
+    trusted_proxies: list[str] = Field(default_factory=list)  # addresses whose X-Forwarded-For is believed
+    upload_workers: int = Field(2, ge=1, le=64)  # threads that unpack and check uploads
     login_failures_allowed: int = 10
     login_failure_window_s: float = 300.0
     argon2_time_cost: int = 2

@@ -12,6 +12,13 @@ from datarena.server.app import create_app
 from datarena.server.arena import Arena
 
 
+def proxy_settings(arena: Arena) -> dict:
+    """uvicorn's proxy options: X-Forwarded-For is believed only from the configured `trusted_proxies`
+    (uvicorn's own default would trust it from 127.0.0.1, i.e. from any local process)."""
+    trusted = arena.spec.trusted_proxies
+    return {"proxy_headers": bool(trusted), "forwarded_allow_ips": ",".join(trusted) if trusted else ""}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -24,7 +31,8 @@ class BackgroundServer:
     def __init__(self, arena: Arena, host: str = "127.0.0.1", port: int | None = None):
         self.arena = arena
         self.host, self.port = host, port or free_port()
-        config = uvicorn.Config(create_app(arena), host=self.host, port=self.port, log_level="warning")
+        config = uvicorn.Config(create_app(arena), host=self.host, port=self.port, log_level="warning",
+                                **proxy_settings(arena))
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -51,6 +59,6 @@ class BackgroundServer:
 def serve(arena: Arena, host: str, port: int) -> None:
     arena.jobs.start()  # the embedded worker (no broker) or the reaper beside Celery workers
     try:
-        uvicorn.run(create_app(arena), host=host, port=port, log_level="info")
+        uvicorn.run(create_app(arena), host=host, port=port, log_level="info", **proxy_settings(arena))
     finally:
         arena.jobs.stop()

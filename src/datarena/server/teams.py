@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from datarena.db import utcnow
 from datarena.errors import DatarenaError
 from datarena.server.auth import (
     ApiError,
     new_token,
+    team_name_key,
     token_digest,
     validate_password,
     validate_team_name,
@@ -36,7 +39,13 @@ class TeamsMixin:
     def register(self, name: str, password: str) -> TeamRef:
         name = validate_team_name(name)
         validate_password(password)
-        team = Team(name=name, password_hash=self.passwords.hash(password), validated=False)
+        key = team_name_key(name)
+        with self.Session() as s:
+            taken = s.scalar(select(Team.name).where(Team.name_key == key))
+        if taken is not None:
+            raise ApiError(409, f"team name {name!r} is taken (as {taken!r}; names differing only in case "
+                                f"or width are one name); choose another.")
+        team = Team(name=name, name_key=key, password_hash=self.passwords.hash(password), validated=False)
         with self.Session() as s:
             s.add(team)
             try:
@@ -47,41 +56,78 @@ class TeamsMixin:
 
     def login(self, name: str, password: str, client: str = "?") -> TeamRef:
         """Check credentials (rate-limited per team and per address); 401 on any mismatch."""
-        keys = (f"{name}:team", f"{client}:address")
+        if not isinstance(name, str) or not isinstance(password, str):
+            raise ApiError(422, "name and password must be strings.")
+        key = team_name_key(name)[:64]
+        keys = (f"{key}:team", f"{client}:address")
         self.limiter.check(*keys)
         with self.Session() as s:
-            team = s.scalars(select(Team).where(Team.name == (name or ""))).first()
+            team = s.scalars(select(Team).where(Team.name_key == key)).first()
         if not self.passwords.verify(team.password_hash if team else None, password or ""):
             self.limiter.fail(*keys)
             raise ApiError(401, "wrong team name or password.", {"WWW-Authenticate": "Bearer"})
         return TeamRef(team.id, team.name, team.validated)
 
     def issue_token(self, team: TeamRef) -> str:
+        """A new bearer token (also the web session's value); it expires after
+        `session_lifetime_days` and can be revoked earlier."""
         token = new_token()
+        now = utcnow()
         with self.Session() as s:
-            s.add(Token(team_id=team.id, token_sha256=token_digest(token)))
+            s.add(Token(team_id=team.id, token_sha256=token_digest(token), created_at=now,
+                        expires_at=now + timedelta(days=self.spec.session_lifetime_days)))
             s.commit()
         return token
+
+    def revoke_token(self, token: str | None) -> bool:
+        """Log out: the token (or session) stops working at once. True when one was revoked."""
+        if not token:
+            return False
+        digest = token_digest(token)
+        self._tokens.pop(digest, None)
+        with self.Session() as s:
+            n = s.execute(update(Token).where(Token.token_sha256 == digest, Token.revoked_at.is_(None))
+                          .values(revoked_at=utcnow())).rowcount
+            s.commit()
+        return bool(n)
+
+    def revoke_team_tokens(self, name: str) -> int:
+        """An organiser's action: every token and web session of the team ends now; returns how many."""
+        with self.Session() as s:
+            team = s.scalars(select(Team).where(Team.name_key == team_name_key(name))).first()
+            if team is None:
+                raise DatarenaError(f"no team named {name!r}; `datarena admin list-teams` shows them.")
+            n = s.execute(update(Token).where(Token.team_id == team.id, Token.revoked_at.is_(None))
+                          .values(revoked_at=utcnow())).rowcount
+            s.commit()
+        self._tokens.clear()
+        return n
 
     def team_for_token(self, token: str | None) -> TeamRef:
         if not token:
             raise ApiError(401, "missing bearer token; get one with POST /api/token (name, password).",
                            {"WWW-Authenticate": "Bearer"})
+        if not isinstance(token, str) or len(token) > 256:
+            raise ApiError(401, "malformed bearer token; log in again with POST /api/token.",
+                           {"WWW-Authenticate": "Bearer"})
         digest = token_digest(token)
         hit = self._tokens.get(digest)
         if hit and time.monotonic() < hit[1]:
             return hit[0]
+        now = utcnow()
         with self.Session() as s:
             row = s.execute(
-                select(Team.id, Team.name, Team.validated).join(Token, Token.team_id == Team.id)
-                .where(Token.token_sha256 == digest)
+                select(Team.id, Team.name, Team.validated, Token.expires_at).join(Token, Token.team_id == Team.id)
+                .where(Token.token_sha256 == digest, Token.revoked_at.is_(None))
             ).first()
-        if row is None:
-            raise ApiError(401, "invalid or revoked token; log in again with POST /api/token.",
+        if row is None or row.expires_at is None or row.expires_at <= now:
+            why = "expired" if row is not None else "invalid or revoked"
+            raise ApiError(401, f"{why} token; log in again with POST /api/token.",
                            {"WWW-Authenticate": "Bearer"})
-        team = TeamRef(*row)
+        team = TeamRef(row.id, row.name, row.validated)
         if team.validated:  # only validated teams are cached, so a fresh validation shows at once
-            self._tokens[digest] = (team, time.monotonic() + TOKEN_CACHE_S)
+            left = (row.expires_at - now).total_seconds()
+            self._tokens[digest] = (team, time.monotonic() + min(TOKEN_CACHE_S, left))
         return team
 
     @staticmethod
@@ -91,7 +137,7 @@ class TeamsMixin:
 
     def validate_team(self, name: str, validated: bool = True) -> TeamRef:
         with self.Session() as s:
-            team = s.scalars(select(Team).where(Team.name == name)).first()
+            team = s.scalars(select(Team).where(Team.name_key == team_name_key(name))).first()
             if team is None:
                 raise DatarenaError(f"no team named {name!r}; `datarena admin list-teams` shows them.")
             team.validated = validated

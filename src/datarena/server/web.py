@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import hmac
+import json
 import secrets
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
-from fastapi import Request
+import anyio
+from fastapi import Path as PathParam
+from fastapi import Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
@@ -18,6 +24,26 @@ if TYPE_CHECKING:
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 CSRF_COOKIE = "datarena_csrf"
 SESSION_COOKIE = "datarena_session"
+MAX_ID = 2**63 - 1  # database ids are signed 64-bit: a larger one is a client's error, not the database's
+MAX_JSON_BYTES = 64 << 10  # every JSON body the API takes is a few fields
+
+DbId = Annotated[int, PathParam(ge=0, le=MAX_ID)]
+OptionalDbId = Annotated[int | None, Query(ge=0, le=MAX_ID)]
+
+# Checking an upload (unpacking, decoding images) runs on its own small pool of threads, so
+# uploads queue behind each other and never take the threads that reveals and pages run on.
+_upload_pool = {"limiter": None, "size": 2}
+
+
+def configure_upload_pool(size: int) -> None:
+    _upload_pool["size"] = max(1, int(size))
+    _upload_pool["limiter"] = None
+
+
+async def in_upload_pool(fn, *args):
+    if _upload_pool["limiter"] is None:
+        _upload_pool["limiter"] = anyio.CapacityLimiter(_upload_pool["size"])
+    return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=_upload_pool["limiter"])
 
 
 def client_address(request: Request) -> str:
@@ -80,24 +106,64 @@ async def streamed_form(request: Request, limit: int, max_files: int = 2):
     return await Request(request.scope, receive).form(max_files=max_files, max_fields=20)
 
 
-async def json_body(request: Request) -> dict:
+async def json_body(request: Request, limit: int = MAX_JSON_BYTES) -> dict:
+    """A JSON object body of at most `limit` bytes (counted as it arrives)."""
     try:
-        payload = await request.json()
-    except Exception:
+        body = await body_limited(request, limit)
+    except ApiError:
+        raise ApiError(413, f"JSON body larger than {limit} bytes; send only the documented fields.") from None
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):
         raise ApiError(422, "send a JSON object body (Content-Type: application/json).") from None
     if not isinstance(payload, dict):
         raise ApiError(422, "send a JSON object body.")
     return payload
 
 
-def csrf_token(request: Request) -> str:
-    return request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
+def text_field(payload: dict, key: str, max_len: int = 1024) -> str:
+    """A string field of a JSON body or form ('' when absent); anything else is the client's error."""
+    value = payload.get(key, "")
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ApiError(422, f"{key!r} must be a string, got {type(value).__name__}.")
+    if len(value) > max_len:
+        raise ApiError(422, f"{key!r} is longer than {max_len} characters.")
+    return value
+
+
+# ---------------------------------------------------------------- CSRF
+# The cookie holds a random nonce; the form carries HMAC(server key, nonce | session). A cookie an
+# attacker planted does not help without the server's key, and a token of one session does not
+# pass in another.
+
+_csrf_key = {"key": secrets.token_bytes(32)}
+
+
+def configure_csrf_key(server_secret: bytes) -> None:
+    _csrf_key["key"] = hmac.new(server_secret, b"datarena csrf v1", hashlib.sha256).digest()
+
+
+def _csrf_for(nonce: str, session: str) -> str:
+    mac = hmac.new(_csrf_key["key"], f"{nonce}|{session}".encode(), hashlib.sha256)
+    return mac.hexdigest()
+
+
+def csrf_nonce(request: Request) -> str:
+    nonce = request.cookies.get(CSRF_COOKIE, "")
+    return nonce if 16 <= len(nonce) <= 64 and nonce.isascii() else secrets.token_urlsafe(24)
+
+
+def csrf_token(request: Request, nonce: str | None = None) -> str:
+    return _csrf_for(nonce or csrf_nonce(request), request.cookies.get(SESSION_COOKIE, ""))
 
 
 def check_csrf(request: Request, data) -> None:
-    cookie = request.cookies.get(CSRF_COOKIE, "")
-    sent = str(data.get("csrf_token", ""))
-    if not cookie or not sent or not same(cookie, sent):
+    nonce = request.cookies.get(CSRF_COOKIE, "")
+    sent = data.get("csrf_token", "")
+    expected = _csrf_for(nonce, request.cookies.get(SESSION_COOKIE, ""))
+    if not nonce or not isinstance(sent, str) or not sent or not same(expected, sent):
         raise ApiError(403, "the form's CSRF token is missing or stale; reload the page and submit again.")
 
 
@@ -117,13 +183,13 @@ class Pages:
             return None
 
     def render(self, request: Request, template: str, ctx: dict, status: int = 200) -> HTMLResponse:
-        token = csrf_token(request)
+        nonce = csrf_nonce(request)
         resp = TEMPLATES.TemplateResponse(
             request, template,
-            {"csrf_token": token, "team": self.optional_team(request), "title": self.arena.spec.title,
-             "tracks": self.arena.track_links(), **ctx},
+            {"csrf_token": csrf_token(request, nonce), "team": self.optional_team(request),
+             "title": self.arena.spec.title, "tracks": self.arena.track_links(), **ctx},
             status_code=status,
         )
-        resp.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict")
+        resp.set_cookie(CSRF_COOKIE, nonce, httponly=True, samesite="strict")
         resp.headers["X-Frame-Options"] = "DENY"
         return resp

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import shutil
 import tempfile
 import zipfile
@@ -72,8 +73,11 @@ class DatasetTrack(Track):
                                 f"but the track has {len(self.classes)} ({spec.classes}).")
         self.root = Path(arena.spec.data_dir) / "tracks" / self.id
         self.test_dir = Path(spec.test_set) if spec.test_set else self.root / "private-test-set"
-        self.rules = DatasetRules(max_pairs=spec.max_pairs, size=spec.image_size, num_classes=len(self.classes))
         self.limits = Limits(max_bytes=int(spec.max_unpacked_mb * MB), max_files=spec.max_files)
+        self.rules = DatasetRules(
+            max_pairs=spec.max_pairs, size=spec.image_size, num_classes=len(self.classes),
+            max_bytes=self.limits.max_bytes,
+            max_total_pixels=int(spec.max_decoded_mpixels * 1e6) if spec.max_decoded_mpixels else None)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -133,7 +137,7 @@ class DatasetTrack(Track):
             try:
                 kind = archive_kind(upload, filename)
             except ArchiveError as exc:
-                raise ApiError(422, str(exc)) from None
+                raise ApiError(422, self._public(str(exc), work)) from None
             digest, size = _sha256(upload)
             if kind == "npz":
                 dataset = work / "dataset.npz"
@@ -143,10 +147,10 @@ class DatasetTrack(Track):
                     unpack_safely(upload, work / "unpacked", self.limits, kind)
                     dataset = find_dataset_root(work / "unpacked")
                 except ArchiveError as exc:
-                    raise ApiError(422, str(exc)) from None
+                    raise ApiError(422, self._public(str(exc), work)) from None
             report = validate_segmentation(dataset, self.rules)
             if report.problems:
-                listed = [f"{f}: {msg}" for f, msg in report.problems[:MAX_LISTED_PROBLEMS]]
+                listed = [self._public(f"{f}: {msg}", work) for f, msg in report.problems[:MAX_LISTED_PROBLEMS]]
                 raise ApiError(422, f"the dataset breaks the track's rules ({len(report.problems)} problems); "
                                     f"fix every file listed and upload again.",
                                detail_extra={"problems": listed, "n_problems": len(report.problems)})
@@ -154,6 +158,12 @@ class DatasetTrack(Track):
                                 str(fields.get("method") or "")[:4000])
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+    def _public(self, message: str, work: Path) -> str:
+        """A message as a team may read it: no server path, printable text only."""
+        for secret_path in (str(work), str(self.root.resolve()), str(self.root)):
+            message = message.replace(secret_path, "<upload>")
+        return message.encode("utf-8", "backslashreplace").decode("utf-8")
 
     def _staging(self) -> Path:
         path = self.root / "staging"
@@ -396,29 +406,36 @@ class DatasetTrack(Track):
         arena, base, limit = self.arena, f"/api/tracks/{self.id}", int(self.spec.max_upload_mb * MB)
 
         async def receive_upload(request: Request, field: str = "file"):
+            """The multipart form (its file spooled to disk by the parser, within the cap); the
+            caller closes it."""
             ctype = request.headers.get("content-type", "")
             if not ctype.startswith("multipart/form-data"):
                 raise ApiError(415, f"send multipart/form-data with the archive in the field '{field}' "
-                                    f"(got Content-Type {ctype or 'none'!r}).")
+                                    f"(got Content-Type {ctype[:80] or 'none'!r}).")
             data = await web.streamed_form(request, limit)
             upload = data.get(field)
             if upload is None or isinstance(upload, str):
+                await data.close()
                 raise ApiError(422, f"attach the dataset (.zip, .tar or .npz) as the multipart field '{field}'.")
             return data, upload
 
         async def spooled(upload) -> Path:
-            tmp = Path(tempfile.mkstemp(prefix="upload-", dir=self._staging())[1])
-            with open(tmp, "wb") as fh:
+            """Copy the parser's spool into the staging directory (a named file the checks can open)."""
+            fd, name = tempfile.mkstemp(prefix="upload-", dir=self._staging())
+            with os.fdopen(fd, "wb") as fh:  # the descriptor mkstemp opened is closed here
                 while chunk := await upload.read(1 << 20):
                     fh.write(chunk)
-            return tmp
+            return Path(name)
 
-        async def accept(request: Request, team: TeamRef) -> dict:
-            data, upload = await receive_upload(request)
-            path = await spooled(upload)
+        async def accept(request: Request, team: TeamRef, form=None) -> dict:
+            data, upload = form or await receive_upload(request)
             try:
-                fields = {k: data.get(k) for k in ("seed", "checksum", "method")}
-                return await run_in_threadpool(self.submit, team, path, upload.filename or "", fields)
+                path = await spooled(upload)
+            finally:
+                await data.close()  # the parser's spooled file: closed whatever happens next
+            try:
+                fields = {k: _text_field(data, k) for k in ("seed", "checksum", "method")}
+                return await web.in_upload_pool(self.submit, team, path, upload.filename or "", fields)
             finally:
                 path.unlink(missing_ok=True)
 
@@ -436,7 +453,7 @@ class DatasetTrack(Track):
             return {"track": self.id, "submissions": self.submissions_of(arena.team_for_token(web.bearer(request)))}
 
         @app.get(f"{base}/submissions/{{sub_id}}/overlays.png")
-        def api_overlays(sub_id: int, request: Request):
+        def api_overlays(sub_id: web.DbId, request: Request):
             team = pages.optional_team(request) or arena.team_for_token(web.bearer(request))
             self.own_submission(team, sub_id)
             path = self.root / "submissions" / str(sub_id) / "score" / "overlays.png"
@@ -445,18 +462,21 @@ class DatasetTrack(Track):
             return FileResponse(path, media_type="image/png")
 
         @app.post(f"{base}/submissions/{{sub_id}}/claim")
-        async def api_claim(sub_id: int, request: Request):
+        async def api_claim(sub_id: web.DbId, request: Request):
             team = await run_in_threadpool(arena.team_for_token, web.bearer(request))
             data, upload = await receive_upload(request, "code")
-            path = await spooled(upload)
             try:
-                return await run_in_threadpool(self.claim, team, sub_id, data.get("score"), path,
-                                               upload.filename or "code.zip")
+                path = await spooled(upload)
+            finally:
+                await data.close()
+            try:
+                return await web.in_upload_pool(self.claim, team, sub_id, _text_field(data, "score"), path,
+                                                upload.filename or "code.zip")
             finally:
                 path.unlink(missing_ok=True)
 
         @app.get(f"{base}/leaderboard")
-        def api_board(phase: int | None = None):
+        def api_board(phase: web.OptionalDbId = None):
             return self.leaderboard(phase)
 
         @app.get(f"{base}/test-set.zip")
@@ -465,7 +485,7 @@ class DatasetTrack(Track):
                             headers={"Content-Disposition": f'attachment; filename="{self.id}-test-set.zip"'})
 
         @app.get(self.url(), response_class=HTMLResponse)
-        def page_track(request: Request, phase: int | None = None):
+        def page_track(request: Request, phase: web.OptionalDbId = None):
             team = pages.optional_team(request)
             mine = self.submissions_of(team) if team else None
             return pages.render(request, "track.html", {"board": self.leaderboard(phase), "mine": mine,
@@ -478,14 +498,21 @@ class DatasetTrack(Track):
             if not ctype.startswith("multipart/form-data"):
                 raise ApiError(415, "send the form as multipart/form-data.")
             data, upload = await receive_upload(request)
-            web.check_csrf(request, data)
-            path = await spooled(upload)
             try:
-                fields = {k: data.get(k) for k in ("seed", "checksum", "method")}
-                await run_in_threadpool(self.submit, team, path, upload.filename or "", fields)
-            finally:
-                path.unlink(missing_ok=True)
+                web.check_csrf(request, data)
+            except ApiError:
+                await data.close()
+                raise
+            await accept(request, team, (data, upload))
             return RedirectResponse(self.url(), status_code=303)
+
+
+def _text_field(data, key: str) -> str | None:
+    """A plain form field; a file sent under that name is refused, not read."""
+    value = data.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    raise ApiError(422, f"the form field {key!r} must be text, not a file.")
 
 
 def _sha256(path: Path) -> tuple[str, int]:

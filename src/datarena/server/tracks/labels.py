@@ -66,7 +66,11 @@ def parse_labels_csv(data: bytes, info: ExerciseInfo) -> np.ndarray:
     labels = []
     for i, v in enumerate(r[0].strip() for r in rows):
         try:
-            labels.append(int(v))
+            value = int(v)
+            if not -(2**31) <= value < 2**31:
+                raise ApiError(422, f"line {i + 1} holds {v[:20]!r}, which is not one of the classes "
+                                    f"{', '.join(map(str, info.classes))}.")
+            labels.append(value)
         except ValueError:
             if _is_number(v):
                 raise ApiError(422, f"labels must be integers: line {i + 1} holds {v[:20]!r}; write "
@@ -322,8 +326,10 @@ class LabelsTrack(Track):
 
         @app.post("/api/exercises/{exercise_id}/reveal")
         async def api_reveal(exercise_id: str, request: Request):
+            token = web.bearer(request)
+            await run_in_threadpool(arena.team_for_token, token)  # 401 before the body is read
             payload = await web.json_body(request)
-            return await run_in_threadpool(token_reveal, web.bearer(request), exercise_id, payload)
+            return await run_in_threadpool(token_reveal, token, exercise_id, payload)
 
         @app.get("/api/exercises/{exercise_id}/reveals")
         def api_reveals(exercise_id: str, request: Request):
@@ -343,7 +349,7 @@ class LabelsTrack(Track):
             return await run_in_threadpool(self.submit, team, exercise_id, data)
 
         @app.get("/api/leaderboard")
-        def api_leaderboard(phase: int | None = None):
+        def api_leaderboard(phase: web.OptionalDbId = None):
             return self.leaderboard(phase)
 
         @app.post("/reveal/")
@@ -351,7 +357,8 @@ class LabelsTrack(Track):
         async def form_reveal(request: Request):
             """The original hackathon42 call: form fields username, password, exercise_id, datum_id."""
             data = await web.form(request, limit)
-            missing = [f for f in ("username", "password", "exercise_id", "datum_id") if not data.get(f)]
+            missing = [f for f in ("username", "password", "exercise_id", "datum_id")
+                       if not isinstance(data.get(f), str) or not data.get(f)]
             if missing:
                 raise ApiError(422, f"missing form fields: {', '.join(missing)} "
                                     f"(username, password, exercise_id, datum_id).")
@@ -362,7 +369,7 @@ class LabelsTrack(Track):
 
         @app.get("/", response_class=HTMLResponse)
         @app.get("/leaderboard", response_class=HTMLResponse, include_in_schema=False)
-        def page_leaderboard(request: Request, phase: int | None = None):
+        def page_leaderboard(request: Request, phase: web.OptionalDbId = None):
             return pages.render(request, "leaderboard.html", {"board": self.leaderboard(phase), "phases": arena.phases()})
 
         @app.get("/exercises/{exercise_id}", response_class=HTMLResponse)
