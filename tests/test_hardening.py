@@ -16,7 +16,13 @@ import pytest
 from sqlalchemy import select, update
 
 from datarena.data.archives import ArchiveError, Limits, unpack_safely
-from datarena.data.segmentation import DatasetRules, make_voc_dirs, validate_dataset, validate_npz, write_pair
+from datarena.data.segmentation import (
+    DatasetRules,
+    make_voc_dirs,
+    validate_dataset,
+    validate_npz,
+    write_pair,
+)
 from datarena.db import utcnow
 from datarena.server.arena import Arena
 from datarena.server.client import ArenaClient

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import stat
+import struct
 import tarfile
 import zipfile
 from dataclasses import dataclass
@@ -55,6 +56,8 @@ def shown(name: str, limit: int = 80) -> str:
 
 
 def _safe_name(name: str) -> PurePosixPath:
+    if not name:
+        raise ArchiveError("the archive holds an entry with an empty name; pack it again.")
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
         raise ArchiveError(f"the archive holds a name with a control character ({shown(name)}); "
                            f"use plain file names.")
@@ -129,7 +132,7 @@ def unpack_safely(archive: Path, dest: Path, limits: Limits, kind: str | None = 
         else:
             raise ArchiveError(f"cannot unpack a {kind!r} upload.")
     except (zipfile.BadZipFile, zipfile.LargeZipFile, tarfile.TarError, EOFError, NotImplementedError,
-            RuntimeError, ValueError, UnicodeError, OSError) as exc:
+            RuntimeError, ValueError, UnicodeError, OSError, IndexError, KeyError, struct.error) as exc:
         # zipfile raises UnicodeDecodeError for a name flagged UTF-8 that is not, NotImplementedError
         # for an unknown compression, RuntimeError for an encrypted member; an OSError's text names
         # a server path, so only its reason is shown.

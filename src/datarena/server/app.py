@@ -70,7 +70,7 @@ def create_app(arena: Arena) -> FastAPI:
     def health():
         return {"status": "ok", "version": __version__, "jobs": arena.jobs.mode}
 
-    @app.post("/api/teams", status_code=201)
+    @app.post("/api/teams", status_code=201, openapi_extra=web.json_doc(web.CREDENTIALS))
     async def api_register(request: Request):
         payload = await web.json_body(request)
         name, password = web.text_field(payload, "name"), web.text_field(payload, "password")
@@ -78,7 +78,7 @@ def create_app(arena: Arena) -> FastAPI:
         return {"name": team.name, "validated": team.validated,
                 "message": "registered; an organiser must validate the team before it can reveal or submit."}
 
-    @app.post("/api/token")
+    @app.post("/api/token", openapi_extra=web.json_doc(web.CREDENTIALS))
     async def api_token(request: Request):
         payload = await web.json_body(request)
         name, password = web.text_field(payload, "name"), web.text_field(payload, "password")
@@ -129,11 +129,11 @@ def create_app(arena: Arena) -> FastAPI:
 
     # ---------------------------------------------------------------- pages every challenge has
 
-    @app.get("/register", response_class=HTMLResponse)
+    @app.get("/register", response_class=HTMLResponse, include_in_schema=False)
     def page_register(request: Request):
         return pages.render(request, "register.html", {})
 
-    @app.post("/register", response_class=HTMLResponse)
+    @app.post("/register", response_class=HTMLResponse, include_in_schema=False)
     async def page_register_post(request: Request):
         data = await web.form(request, limit)
         web.check_csrf(request, data)
@@ -144,11 +144,11 @@ def create_app(arena: Arena) -> FastAPI:
             "message": f"Team {team.name} is registered. An organiser must validate it before it can reveal or submit.",
         }, status=201)
 
-    @app.get("/login", response_class=HTMLResponse)
+    @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
     def page_login(request: Request):
         return pages.render(request, "login.html", {})
 
-    @app.post("/login")
+    @app.post("/login", include_in_schema=False)
     async def page_login_post(request: Request):
         data = await web.form(request, limit)
         web.check_csrf(request, data)
@@ -160,7 +160,7 @@ def create_app(arena: Arena) -> FastAPI:
                         max_age=int(arena.spec.session_lifetime_days * 86400))
         return resp
 
-    @app.post("/logout")
+    @app.post("/logout", include_in_schema=False)
     async def page_logout(request: Request):
         data = await web.form(request, limit)
         web.check_csrf(request, data)

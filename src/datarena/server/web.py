@@ -133,6 +133,33 @@ def text_field(payload: dict, key: str, max_len: int = 1024) -> str:
     return value
 
 
+# ---------------------------------------------------------------- request bodies in the OpenAPI schema
+# Bodies are read by hand (within caps, with messages that say what to fix); these describe them
+# to clients and to the schema fuzzer.
+
+CREDENTIALS = {
+    "type": "object", "required": ["name", "password"], "additionalProperties": False,
+    "properties": {"name": {"type": "string", "minLength": 2, "maxLength": 64, "pattern": "^[A-Za-z0-9_.-]+$"},
+                   "password": {"type": "string", "minLength": 8, "maxLength": 256}},
+}
+
+
+def binary_doc(*media_types: str) -> dict:
+    """`responses=` for a route that answers with a file."""
+    return {200: {"description": "the file", "content": {m: {"schema": {"type": "string", "format": "binary"}}
+                                                          for m in media_types}}}
+
+
+def json_doc(schema: dict) -> dict:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def multipart_doc(file_field: str, **text_fields: dict) -> dict:
+    props = {file_field: {"type": "string", "format": "binary"}, **text_fields}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {
+        "schema": {"type": "object", "required": [file_field], "properties": props}}}}}
+
+
 # ---------------------------------------------------------------- CSRF
 # The cookie holds a random nonce; the form carries HMAC(server key, nonce | session). A cookie an
 # attacker planted does not help without the server's key, and a token of one session does not

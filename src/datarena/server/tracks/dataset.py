@@ -443,7 +443,9 @@ class DatasetTrack(Track):
         def api_track():
             return self.info()
 
-        @app.post(f"{base}/submissions", status_code=202)
+        @app.post(f"{base}/submissions", status_code=202, openapi_extra=web.multipart_doc(
+            "file", seed={"type": "string", "maxLength": 64}, checksum={"type": "string", "pattern": "^[0-9a-f]{64}$"},
+            method={"type": "string", "maxLength": 4000}))
         async def api_submit(request: Request):
             team = await run_in_threadpool(arena.team_for_token, web.bearer(request))
             return await accept(request, team)
@@ -452,7 +454,8 @@ class DatasetTrack(Track):
         def api_my_submissions(request: Request):
             return {"track": self.id, "submissions": self.submissions_of(arena.team_for_token(web.bearer(request)))}
 
-        @app.get(f"{base}/submissions/{{sub_id}}/overlays.png")
+        @app.get(f"{base}/submissions/{{sub_id}}/overlays.png", response_class=Response,
+                 responses=web.binary_doc("image/png"))
         def api_overlays(sub_id: web.DbId, request: Request):
             team = pages.optional_team(request) or arena.team_for_token(web.bearer(request))
             self.own_submission(team, sub_id)
@@ -461,7 +464,8 @@ class DatasetTrack(Track):
                 raise ApiError(404, "no overlays yet: the submission is not scored.")
             return FileResponse(path, media_type="image/png")
 
-        @app.post(f"{base}/submissions/{{sub_id}}/claim")
+        @app.post(f"{base}/submissions/{{sub_id}}/claim", openapi_extra=web.multipart_doc(
+            "code", score={"type": "string"}))
         async def api_claim(sub_id: web.DbId, request: Request):
             team = await run_in_threadpool(arena.team_for_token, web.bearer(request))
             data, upload = await receive_upload(request, "code")
@@ -479,19 +483,19 @@ class DatasetTrack(Track):
         def api_board(phase: web.OptionalDbId = None):
             return self.leaderboard(phase)
 
-        @app.get(f"{base}/test-set.zip")
+        @app.get(f"{base}/test-set.zip", response_class=Response, responses=web.binary_doc("application/zip"))
         def api_test_set():
             return Response(self.test_set_zip(), media_type="application/zip",
                             headers={"Content-Disposition": f'attachment; filename="{self.id}-test-set.zip"'})
 
-        @app.get(self.url(), response_class=HTMLResponse)
+        @app.get(self.url(), response_class=HTMLResponse, include_in_schema=False)
         def page_track(request: Request, phase: web.OptionalDbId = None):
             team = pages.optional_team(request)
             mine = self.submissions_of(team) if team else None
             return pages.render(request, "track.html", {"board": self.leaderboard(phase), "mine": mine,
                                                         "track": self, "phases": arena.phases()})
 
-        @app.post(f"{self.url()}/submit")
+        @app.post(f"{self.url()}/submit", include_in_schema=False)
         async def page_submit(request: Request):
             team = await run_in_threadpool(pages.session_team, request)
             ctype = request.headers.get("content-type", "")

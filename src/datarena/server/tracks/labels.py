@@ -301,14 +301,16 @@ class LabelsTrack(Track):
         def api_exercise(exercise_id: str):
             return _exercise_json(current(exercise_id))
 
-        @app.get("/api/exercises/{exercise_id}/files/{filename}")
+        @app.get("/api/exercises/{exercise_id}/files/{filename}", response_class=Response,
+                 responses=web.binary_doc("application/octet-stream", "application/json", "image/png", "text/plain"))
         def api_file(exercise_id: str, filename: str):
             info = current(exercise_id)
             if filename not in info.public_files():
                 raise ApiError(404, f"no public file {filename!r}; files are {', '.join(info.public_files())}.")
             return FileResponse(info.public_dir / filename, filename=filename)
 
-        @app.get("/api/exercises/{exercise_id}/download.zip")
+        @app.get("/api/exercises/{exercise_id}/download.zip", response_class=Response,
+                 responses=web.binary_doc("application/zip"))
         def api_zip(exercise_id: str):
             info = current(exercise_id)
             buf = io.BytesIO()
@@ -324,7 +326,9 @@ class LabelsTrack(Track):
                 raise ApiError(422, 'send {"datum_id": <row index of X_val>}.')
             return self.reveal(team, exercise_id, payload["datum_id"]).as_json()
 
-        @app.post("/api/exercises/{exercise_id}/reveal")
+        @app.post("/api/exercises/{exercise_id}/reveal", openapi_extra=web.json_doc({
+            "type": "object", "required": ["datum_id"],
+            "properties": {"datum_id": {"type": "integer", "minimum": 0, "description": "row of X_val"}}}))
         async def api_reveal(exercise_id: str, request: Request):
             token = web.bearer(request)
             await run_in_threadpool(arena.team_for_token, token)  # 401 before the body is read
@@ -339,7 +343,10 @@ class LabelsTrack(Track):
             return {"exercise_id": info.number, "reveals": self.reveals_of(team, phase, info),
                     "budget": arena.spec.reveal_budget}
 
-        @app.post("/api/exercises/{exercise_id}/submission", status_code=201)
+        @app.post("/api/exercises/{exercise_id}/submission", status_code=201, openapi_extra={"requestBody": {
+            "required": True, "description": "one integer label per target row, no header",
+            "content": {"text/csv": {"schema": {"type": "string"}},
+                        "multipart/form-data": web.multipart_doc("file")["requestBody"]["content"]["multipart/form-data"]}}})
         async def api_submit(exercise_id: str, request: Request):
             team = await run_in_threadpool(arena.team_for_token, web.bearer(request))
             if request.headers.get("content-type", "").startswith("multipart/form-data"):
@@ -352,7 +359,12 @@ class LabelsTrack(Track):
         def api_leaderboard(phase: web.OptionalDbId = None):
             return self.leaderboard(phase)
 
-        @app.post("/reveal/")
+        @app.post("/reveal/", openapi_extra={"requestBody": {"required": True, "content": {
+            "application/x-www-form-urlencoded": {"schema": {
+                "type": "object", "required": ["username", "password", "exercise_id", "datum_id"],
+                "properties": {"username": web.CREDENTIALS["properties"]["name"],
+                               "password": web.CREDENTIALS["properties"]["password"],
+                               "exercise_id": {"type": "string"}, "datum_id": {"type": "integer", "minimum": 0}}}}}}})
         @app.post("/reveal", include_in_schema=False)
         async def form_reveal(request: Request):
             """The original hackathon42 call: form fields username, password, exercise_id, datum_id."""
@@ -367,12 +379,12 @@ class LabelsTrack(Track):
             res = await run_in_threadpool(self.reveal, team, str(data["exercise_id"]), str(data["datum_id"]))
             return res.as_json()
 
-        @app.get("/", response_class=HTMLResponse)
+        @app.get("/", response_class=HTMLResponse, include_in_schema=False)
         @app.get("/leaderboard", response_class=HTMLResponse, include_in_schema=False)
         def page_leaderboard(request: Request, phase: web.OptionalDbId = None):
             return pages.render(request, "leaderboard.html", {"board": self.leaderboard(phase), "phases": arena.phases()})
 
-        @app.get("/exercises/{exercise_id}", response_class=HTMLResponse)
+        @app.get("/exercises/{exercise_id}", response_class=HTMLResponse, include_in_schema=False)
         def page_exercise(exercise_id: str, request: Request):
             phase = arena.current_phase()
             info = self.exercise(phase, exercise_id)
@@ -381,7 +393,7 @@ class LabelsTrack(Track):
             return pages.render(request, "exercise.html", {"ex": info, "phase": phase, "reveals": reveals,
                                                            "budget": arena.spec.reveal_budget})
 
-        @app.post("/exercises/{exercise_id}/submit", response_class=HTMLResponse)
+        @app.post("/exercises/{exercise_id}/submit", response_class=HTMLResponse, include_in_schema=False)
         async def page_submit(exercise_id: str, request: Request):
             data = await web.form(request, limit)
             web.check_csrf(request, data)
