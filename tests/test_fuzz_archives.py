@@ -18,7 +18,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from datarena.data.archives import ArchiveError, Limits, archive_kind, find_dataset_root, unpack_safely
+from datarena.data.archives import (
+    ArchiveError,
+    Limits,
+    archive_kind,
+    find_dataset_root,
+    unpack_safely,
+)
 from datarena.data.segmentation import DatasetRules, validate_dataset, validate_npz
 from datarena.testing import hostile
 
