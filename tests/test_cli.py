@@ -60,3 +60,13 @@ def test_solve_command_local_oracle(suite_dir, tmp_path):
     assert (tmp_path / "00_toy_dataset_divdis_saliency.png").exists()
     bad = run("solve", str(suite_dir / "public" / "00_toy_dataset"), "--oracle", "crystal-ball", "--out", str(tmp_path))
     assert bad.returncode == 2 and "unknown oracle" in bad.stderr
+
+
+def test_help_does_not_import_torch():
+    """`datarena --help` stays quick: no command module imports torch until it runs."""
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom datarena.cli import app\n"
+            "r = CliRunner().invoke(app, ['--help'])\nassert r.exit_code == 0, r.output\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

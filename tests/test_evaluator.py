@@ -181,3 +181,17 @@ def test_digit_pretrained_backbone_learns_is_cached_and_starts_training(digits, 
     assert scratch.backbone_sha256 is None and scratch.checksum != result.checksum
     with pytest.raises(Exception, match="invalid budget: pretrained"):
         budget_from("digit_scenes", pretrained="cifar")
+
+
+def test_training_leaves_the_global_rng_alone(digits):
+    """A score depends on its budget's seed only, and computing it does not move the caller's RNG."""
+    train, _ = digits
+    b = budget_from("digit_scenes", iterations=2, **TINY)
+    torch.manual_seed(1)
+    first = train_segmentation(train, b, show_progress=False)
+    after = torch.rand(3)
+    torch.manual_seed(1)
+    assert torch.equal(after, torch.rand(3))  # as if no training had run
+    torch.manual_seed(2)
+    second = train_segmentation(train, b, show_progress=False)
+    assert first.checksum == second.checksum

@@ -12,9 +12,11 @@ import time
 
 import httpx
 import numpy as np
+import pytest
 import yaml
 
 from datarena.server.arena import Arena
+from datarena.server.auth import ApiError
 from datarena.server.config import load_challenge
 from datarena.server.runner import free_port
 from tests.conftest import SERVER_EXERCISES, install_phase_cache
@@ -135,6 +137,13 @@ def test_admin_cli(tmp_path, phase_data_cache):
     assert bad.returncode == 2 and "no team named 'ghost'" in bad.stderr
     assert run("validate-team", "cli_team").returncode == 0
     assert "yes" in run("list-teams").stdout
+    token = arena.issue_token(arena.login("cli_team", PASSWORD))
+    assert arena.team_for_token(token).name == "cli_team"
+    revoked = run("revoke-tokens", "CLI_TEAM")  # names are matched case-insensitively
+    assert revoked.returncode == 0 and "1 token(s)" in revoked.stdout, revoked.stderr
+    arena._tokens.clear()
+    with pytest.raises(ApiError):
+        arena.team_for_token(token)
     y = arena.exercise(arena.phases()[-1], "00").hidden()[0]
     arena.validate_team("cli_team")  # refresh object state
     arena.submit(arena.login("cli_team", PASSWORD), "00", ("\n".join(map(str, y)) + "\n").encode())

@@ -26,14 +26,18 @@ CIFAR_DIR = typer.Option(None, "--cifar-dir", envvar="DATARENA_CIFAR10_DIR", hel
 FACES_DIR = typer.Option(None, "--faces-dir", envvar="DATARENA_FACES_DIR", help="Face images + list_attr_celeba.txt (default: embedded lfw_subset).")
 
 
-def _cuda() -> bool:
+def _device(name: str) -> str:
+    """'auto' -> cuda when torch sees a GPU, else cpu (resolved when a command runs, so that
+    `datarena --help` does not import torch)."""
+    if name != "auto":
+        return name
     import importlib.util
 
     if importlib.util.find_spec("torch") is None:
-        return False
+        return "cpu"
     import torch
 
-    return torch.cuda.is_available()
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _sources(mnist_dir, cifar_dir, faces_dir):
@@ -153,6 +157,13 @@ def admin_validate(name: str, challenge: Path = CHALLENGE, data_dir: Path = DATA
     """Validate a registered team so it can reveal and submit."""
     team = _arena(challenge, data_dir).validate_team(name, not revoke)
     console.print(f"team {team.name}: validated={team.validated}")
+
+
+@admin_app.command("revoke-tokens")
+def admin_revoke_tokens(name: str, challenge: Path = CHALLENGE, data_dir: Path = DATA_DIR) -> None:
+    """End every token and web session of a team now (its members log in again)."""
+    n = _arena(challenge, data_dir).revoke_team_tokens(name)
+    console.print(f"team {name}: {n} token(s) and session(s) revoked")
 
 
 @admin_app.command("list-teams")
@@ -477,11 +488,12 @@ def evaluate_train(
     weights: Path = typer.Option(None, "--backbone-weights", help="Local ImageNet ResNet state_dict (nothing is downloaded)."),
     pretrained: str = typer.Option(None, "--pretrained", help="Backbone start: imagenet (torchvision's file, the syntagen default), digits (a cached digit-pretrained trunk) or none (random, on purpose)."),
     class_weights: str = typer.Option(None, "--class-weights", help="Loss weights: uniform (the protocol) or balanced (median-frequency)."),
-    device: str = typer.Option("cuda" if _cuda() else "cpu", "--device", help="cpu or cuda."),
+    device: str = typer.Option("auto", "--device", help="auto (cuda when available), cpu or cuda."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.pt."),
     no_validate: bool = typer.Option(False, "--no-validate", help="Skip the dataset-rules check."),
 ) -> None:
     """Score a dataset: train DeepLabv3 under a fixed budget, report mIoU on the test set and the model checksum."""
+    device = _device(device)
     from datarena.evaluate.train import budget_from, score_dataset, train_dataset
 
     b = budget_from(budget, iterations=iterations, batch_size=batch_size, crop_size=crop_size, backbone=backbone, seed=seed,
@@ -521,9 +533,10 @@ def evaluate_score(
     budget: str = typer.Option(None, "--budget", help="Budget preset (default: the one in report.json beside MODEL, else syntagen)."),
     backbone: str = typer.Option(None, "--backbone", help="Override the backbone."),
     out: Path = typer.Option(None, "--out", help="Where report.json and overlays.png go (default: MODEL's directory)."),
-    device: str = typer.Option("cuda" if _cuda() else "cpu", "--device", help="cpu or cuda."),
+    device: str = typer.Option("auto", "--device", help="auto (cuda when available), cpu or cuda."),
 ) -> None:
     """Score a frozen model on a test set (deadline 2), refusing one whose checksum differs from the declared one."""
+    device = _device(device)
     import json
 
     from datarena.evaluate.train import (
@@ -703,13 +716,14 @@ def diffuse_cmd(
     power: int = typer.Option(4, help="Self-attention refinement power."),
     foreground: float = typer.Option(0.6, help="A pixel takes a class where its map is >= this."),
     uncertain: float = typer.Option(0.5, help="Maps in [uncertain, foreground) give 255 (ignored by training)."),
-    device: str = typer.Option("cuda" if _cuda() else "cpu", "--device", help="cuda (fp16) or cpu (fp32)."),
+    device: str = typer.Option("auto", "--device", help="auto (cuda when available), cuda (fp16) or cpu (fp32)."),
     force: bool = typer.Option(False, "--force", help="Discard an existing output directory."),
     negative_prompt: str = typer.Option(None, "--negative-prompt", help="Unconditional prompt; 'default' = datarena's NEGATIVE_PROMPT."),
     full_prompt_attention: bool = typer.Option(False, "--full-prompt-attention", help="Ablation: mask maps from the whole prompt's tokens, not the class prompt alone."),
     upsample: str = typer.Option("bicubic", "--upsample", help="Upsampling of the attention maps: bicubic (the method) or bilinear."),
 ) -> None:
     """Generate image + mask pairs with Stable Diffusion; masks come from its own attention."""
+    device = _device(device)
     from datarena.data.segmentation import VOC_CLASSES
     from datarena.diffusion.generate import (
         NEGATIVE_PROMPT,

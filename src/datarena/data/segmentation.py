@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -253,11 +254,14 @@ class DatasetRules(BaseModel):
     max_total_pixels: int | None = Field(None, gt=0)  # decoded per dataset; None = 2 x max_pairs x one image
     max_bytes: int | None = Field(None, gt=0)  # .npz: the arrays' declared sizes, summed
 
-    def pixel_budget(self) -> int:
+    def pixel_budget(self, n_pairs: int = 0) -> int:
+        """Pixels that checking a dataset may decode: `max_total_pixels`, or an image and a mask of
+        the allowed size for each pair (pairs over `max_pairs` are still listed file by file;
+        their number is bounded by the archive's file limit)."""
         if self.max_total_pixels is not None:
             return self.max_total_pixels
         one = self.size[0] * self.size[1] if self.size else self.max_image_pixels
-        return 2 * self.max_pairs * one
+        return 2 * max(self.max_pairs, n_pairs) * one
 
 
 @dataclass
@@ -317,46 +321,45 @@ def validate_dataset(path: str | os.PathLike, rules: DatasetRules | None = None)
         for name in sorted(set(listed) - set(paired)):
             problems.append(("ImageSets/Segmentation/train.txt", f"lists {name[:80]!r}, which has no image+mask pair"))
         paired = sorted(set(listed) & set(paired))
-    if len(paired) > rules.max_pairs:
-        # counted from the names alone: nothing is decoded for a dataset over the pair limit
+    if len(paired) > rules.max_pairs:  # still checked file by file, within the pixel budget
         problems.append((".", f"{len(paired)} pairs, the limit is {rules.max_pairs}"))
-        return ValidationReport(root, len(paired), problems)
     allowed = np.zeros(256, dtype=bool)
     allowed[: rules.num_classes] = True
     allowed[IGNORE] = True
-    budget = rules.pixel_budget()
+    budget = rules.pixel_budget(len(paired))
     want = tuple(rules.size) if rules.size is not None else None
 
-    def header(p: Path, rel: str, formats: list[str]) -> Image.Image | None:
-        """Open (headers only) and check the size; None when it must not be decoded."""
+    def header(p: Path, rel: str, formats: list[str]) -> tuple[Image.Image | None, tuple[int, int] | None]:
+        """Open (headers only): (the image if it may be decoded, its (height, width) if readable)."""
         try:
-            im = Image.open(p, formats=formats)
+            with warnings.catch_warnings():  # the size rules below decide; PIL's bomb warning is noise
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                im = Image.open(p, formats=formats)
         except Exception as exc:  # noqa: BLE001 - any reader error means a corrupt file
             kinds = " or ".join(formats)
             problems.append((rel, f"cannot be read as a {kinds} file ({_reason(exc)})"))
-            return None
+            return None, None
         size = (im.height, im.width)
         if want is not None and size != want:
             problems.append((rel, f"is {size[1]}x{size[0]} (WxH), must be {want[1]}x{want[0]}"))
         elif size[0] * size[1] > rules.max_image_pixels:
             problems.append((rel, f"is {size[1]}x{size[0]}, more than {rules.max_image_pixels} pixels"))
         else:
-            return im
+            return im, size
         im.close()
-        return None
+        return None, size
 
     for name in paired:
         ipath, mpath = images[name], masks[name]
         irel, mrel = f"JPEGImages/{ipath.name}", f"SegmentationClass/{mpath.name}"
-        im, m = header(ipath, irel, ["JPEG", "PNG"]), header(mpath, mrel, ["PNG"])
+        (im, isize), (m, msize) = header(ipath, irel, ["JPEG", "PNG"]), header(mpath, mrel, ["PNG"])
         try:
-            if im is not None and m is not None and im.size != m.size:
-                problems.append((mrel, f"size {m.width}x{m.height} differs from its image {im.width}x{im.height}"))
+            if isize and msize and isize != msize:
+                problems.append((mrel, f"size {msize[1]}x{msize[0]} differs from its image {isize[1]}x{isize[0]}"))
                 continue
-            cost = sum(x.width * x.height for x in (im, m) if x is not None)
-            budget -= cost
+            budget -= sum(x.width * x.height for x in (im, m) if x is not None)
             if budget < 0:
-                problems.append((".", f"more than {rules.pixel_budget()} pixels to decode in all; "
+                problems.append((".", f"more than {rules.pixel_budget(len(paired))} pixels to decode in all; "
                                       f"submit fewer or smaller images"))
                 break
             if im is not None:
@@ -371,7 +374,7 @@ def validate_dataset(path: str | os.PathLike, rules: DatasetRules | None = None)
                 try:
                     values = np.unique(np.asarray(m))
                 except Exception as exc:  # noqa: BLE001
-                    problems.append((mrel, f"cannot be decoded ({_reason(exc)})"))
+                    problems.append((mrel, f"cannot be read as a PNG mask ({_reason(exc)})"))
                     continue
                 bad = _mask_values_problem(values, allowed, rules.num_classes)
                 if bad:
@@ -455,9 +458,8 @@ def validate_npz(path: str | os.PathLike, rules: DatasetRules | None = None) -> 
         if rules.size is not None and tuple(ishape[1:3]) != tuple(rules.size):
             problems.append((label, f"images are {ishape[2]}x{ishape[1]} (WxH), must be "
                                     f"{rules.size[1]}x{rules.size[0]}"))
-        elif h * w > rules.max_image_pixels:
-            problems.append((label, f"images are {w}x{h}, more than {rules.max_image_pixels} pixels"))
-        if problems:
+        if h * w > rules.max_image_pixels:  # one mask would not fit the reading chunk: stop here
+            problems.append((label, f"masks are {w}x{h}, more than {rules.max_image_pixels} pixels"))
             return ValidationReport(path, n, problems)
         allowed = np.zeros(256, dtype=bool)
         allowed[: rules.num_classes] = True

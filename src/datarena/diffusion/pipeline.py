@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from datarena.errors import SourceNotFoundError
+from datarena.seeding import seeded_by
 
 PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
@@ -104,6 +105,7 @@ def _tiny_tokenizer_files(folder: Path, words: list[str]) -> None:
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(dict.fromkeys(merges)) + "\n")
 
 
+@seeded_by(lambda a: a.arguments["seed"])
 def build_random_pipeline(out: str | Path, image_size: int = 64, width: int = 32, seed: int = 0,
                           layout: str = "small") -> Path:
     """Save a Stable Diffusion pipeline with random weights.
@@ -130,8 +132,7 @@ def build_random_pipeline(out: str | Path, image_size: int = 64, width: int = 32
 
     from datarena.diffusion.prompts import CLASS_WORDS, PAIR, PLACES, SINGLE
 
-    out = Path(out)
-    torch.manual_seed(seed)
+    out = Path(out)  # the random weights come from the global RNG, seeded by @seeded_by
     words = []
     for text in (*SINGLE, *PAIR, *PLACES, *CLASS_WORDS.values()):
         words += [w for w in text.replace("{a}", "").replace("{b}", "").replace("{place}", "").replace("-", " ").split() if w.isalpha()]

@@ -222,6 +222,13 @@ def param_groups(model, budget: Budget) -> list[dict]:
     return groups
 
 
+def rng_devices(device: str) -> list[int]:
+    """The CUDA devices whose RNG a forked scope must save and restore (none on the CPU)."""
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        return [torch.device(device).index or 0]
+    return []
+
+
 def make_deterministic(device: str) -> None:
     """On CUDA: deterministic algorithms, no cuDNN autotuning, a fixed cuBLAS workspace."""
     if not str(device).startswith("cuda"):
@@ -258,7 +265,7 @@ def train_segmentation(dataset, budget: Budget, checkpoint: str | Path | None = 
     make_deterministic(device)
     backbone_weights, backbone_sha = resolve_backbone(budget, backbone_weights, show_progress)
     weight = class_frequency_weights(dataset, budget.num_classes).to(device) if budget.class_weights == "balanced" else None
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=rng_devices(device)):
         torch.manual_seed(budget.seed)  # the initial weights depend on the seed only
         model = deeplabv3(budget.num_classes, budget.backbone, aux_loss=True, backbone_weights=backbone_weights).to(device)
     opt = torch.optim.SGD(param_groups(model, budget), lr=budget.lr, momentum=budget.momentum,
@@ -278,28 +285,31 @@ def train_segmentation(dataset, budget: Budget, checkpoint: str | Path | None = 
     model.train()
     loss_value = float("nan")
     t0 = time.perf_counter()
-    with progress_bar(f"training deeplabv3-{budget.backbone}", total=budget.iterations, unit="it", enabled=show_progress) as advance:
-        advance(start)
-        for it in range(start, end):
-            images, masks = make_batch(dataset, budget, it)
-            images, masks = images.to(device), masks.to(device)
-            torch.manual_seed(budget.seed * 1_000_003 + it)  # dropout of iteration i (global RNG, as nn.Dropout uses it)
-            for group in opt.param_groups:
-                group["lr"] = poly_lr(budget, it) * group["lr_mult"]
-            out = model(images)
-            loss = F.cross_entropy(out["out"], masks, weight=weight, ignore_index=IGNORE)
-            loss = loss + budget.aux_weight * F.cross_entropy(out["aux"], masks, weight=weight, ignore_index=IGNORE)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_value = float(loss.detach())
-            if ckpt is not None and ((it + 1) % budget.checkpoint_every == 0 or it + 1 == end):
-                _save_checkpoint(ckpt, model, opt, it + 1, budget)
-            elapsed = time.perf_counter() - t0
-            img_s = (it + 1 - start) * budget.batch_size / max(elapsed, 1e-9)
-            advance(1, loss=loss_value, img_s=img_s)
-            if on_progress is not None:
-                on_progress(it + 1, budget.iterations, {"loss": loss_value, "img_s": img_s})
+    # dropout draws from the global RNG: seeded per iteration inside a fork, so the caller's
+    # RNG state is left as it was and the run depends on the budget's seed alone
+    with torch.random.fork_rng(devices=rng_devices(device)):
+        with progress_bar(f"training deeplabv3-{budget.backbone}", total=budget.iterations, unit="it", enabled=show_progress) as advance:
+            advance(start)
+            for it in range(start, end):
+                images, masks = make_batch(dataset, budget, it)
+                images, masks = images.to(device), masks.to(device)
+                torch.manual_seed(budget.seed * 1_000_003 + it)  # dropout of iteration i (global RNG, as nn.Dropout uses it)
+                for group in opt.param_groups:
+                    group["lr"] = poly_lr(budget, it) * group["lr_mult"]
+                out = model(images)
+                loss = F.cross_entropy(out["out"], masks, weight=weight, ignore_index=IGNORE)
+                loss = loss + budget.aux_weight * F.cross_entropy(out["aux"], masks, weight=weight, ignore_index=IGNORE)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                loss_value = float(loss.detach())
+                if ckpt is not None and ((it + 1) % budget.checkpoint_every == 0 or it + 1 == end):
+                    _save_checkpoint(ckpt, model, opt, it + 1, budget)
+                elapsed = time.perf_counter() - t0
+                img_s = (it + 1 - start) * budget.batch_size / max(elapsed, 1e-9)
+                advance(1, loss=loss_value, img_s=img_s)
+                if on_progress is not None:
+                    on_progress(it + 1, budget.iterations, {"loss": loss_value, "img_s": img_s})
     seconds = time.perf_counter() - t0
     model.eval()
     return TrainResult(model, end, seconds, (end - start) * budget.batch_size / max(seconds, 1e-9), loss_value,

@@ -42,6 +42,7 @@ from datarena.scenes.graph import (
     sample_graphs,
     save_rgb_grid,
 )
+from datarena.seeding import seeded_by
 
 
 class AerialConfig(BaseModel):
@@ -178,13 +179,13 @@ def attribute_means(attrs: torch.Tensor, grammar: SceneGraphGrammar, probe: Scen
     return out
 
 
+@seeded_by(lambda a: (a.arguments["cfg"] or AerialConfig()).seed)
 def train_aerial(prior: SceneGraphGrammar | str = "aerial", target: SceneGraphGrammar | str = "aerial_target",
                  cfg: AerialConfig | None = None, show_progress: bool = True, reward_fn=None) -> AerialResult:
     """Train a graph generator from the prior grammar toward the target (MMD, task, or both)."""
     cfg = cfg or AerialConfig()
     prior, target = _grammar(prior), _grammar(target)
-    t_start = time.perf_counter()
-    torch.manual_seed(cfg.seed)
+    t_start = time.perf_counter()  # the global RNG is seeded with cfg.seed by @seeded_by
     gen = GraphGenerator(prior, cfg.hidden, cfg.rounds, cfg.per_object)
     net = (PatchStatsNet if cfg.features == "patches" else FeatureNet)(seed=cfg.seed, in_channels=3).eval()
     def soft_images(grammar, scenes, attrs=None):  # the MMD's renders, generated and target alike

@@ -43,6 +43,7 @@ from datarena.metasim.task import accuracy, train_task_net
 from datarena.progress import progress_bar
 from datarena.scenes.grammar import SceneBatch, SceneGrammar, load_grammar
 from datarena.scenes.render import Rendered, render, render_all
+from datarena.seeding import seeded_by
 
 
 class MetaSimConfig(BaseModel):
@@ -113,6 +114,7 @@ def evaluate_generators(prior: SceneGrammar, target: SceneGrammar, generator: Sc
     return out
 
 
+@seeded_by(lambda a: (a.arguments["cfg"] or MetaSimConfig()).seed)
 def train_metasim(prior: SceneGrammar | str, target: SceneGrammar | str, out: str | Path,
                   cfg: MetaSimConfig | None = None, features: str | Path | None = None,
                   force: bool = False, evaluate: bool = True, show_progress: bool = True,
@@ -122,7 +124,7 @@ def train_metasim(prior: SceneGrammar | str, target: SceneGrammar | str, out: st
     target = load_grammar(target) if isinstance(target, str) else target
     _check_pair(prior, target)
     t_start = time.perf_counter()
-    torch.manual_seed(cfg.seed)  # generator initialisation only; every draw below has its own seed
+    # the generator's initialisation draws from the global RNG, seeded with cfg.seed by @seeded_by
     feat = load_feature_net(features, seed=cfg.seed)
     target_val = render_all(with_split(target, "val"), cfg.target_images, cfg.seed + 1_000_003)
     with torch.no_grad():

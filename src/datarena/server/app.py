@@ -42,8 +42,8 @@ def create_app(arena: Arena) -> FastAPI:
     app.state.arena = arena
     limit = arena.spec.max_upload_bytes
     pages = web.Pages(arena)
-    web.configure_upload_pool(arena.spec.upload_workers)
-    web.configure_csrf_key(arena.server_secret())
+    app.state.upload_workers = arena.spec.upload_workers
+    app.state.csrf_key = web.csrf_key(arena.server_secret())
 
     def refuse(request: Request, status: int, message: str, extra: dict, headers: dict | None = None):
         message, extra = _printable(message), _printable(extra)

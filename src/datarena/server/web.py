@@ -30,20 +30,17 @@ MAX_JSON_BYTES = 64 << 10  # every JSON body the API takes is a few fields
 DbId = Annotated[int, PathParam(ge=0, le=MAX_ID)]
 OptionalDbId = Annotated[int | None, Query(ge=0, le=MAX_ID)]
 
-# Checking an upload (unpacking, decoding images) runs on its own small pool of threads, so
-# uploads queue behind each other and never take the threads that reveals and pages run on.
-_upload_pool = {"limiter": None, "size": 2}
+# Checking an upload (unpacking, decoding images) runs on its own small pool of threads, one per
+# app (an anyio limiter belongs to the event loop that serves it), so uploads queue behind each
+# other and never take the threads that reveals and pages run on.
 
 
-def configure_upload_pool(size: int) -> None:
-    _upload_pool["size"] = max(1, int(size))
-    _upload_pool["limiter"] = None
-
-
-async def in_upload_pool(fn, *args):
-    if _upload_pool["limiter"] is None:
-        _upload_pool["limiter"] = anyio.CapacityLimiter(_upload_pool["size"])
-    return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=_upload_pool["limiter"])
+async def in_upload_pool(request: Request, fn, *args):
+    state = request.app.state
+    limiter = getattr(state, "upload_limiter", None)
+    if limiter is None:
+        limiter = state.upload_limiter = anyio.CapacityLimiter(getattr(state, "upload_workers", 2))
+    return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=limiter)
 
 
 def client_address(request: Request) -> str:
@@ -165,15 +162,13 @@ def multipart_doc(file_field: str, **text_fields: dict) -> dict:
 # attacker planted does not help without the server's key, and a token of one session does not
 # pass in another.
 
-_csrf_key = {"key": secrets.token_bytes(32)}
+def csrf_key(server_secret: bytes) -> bytes:
+    """The app's CSRF key (app.state.csrf_key), derived from the server secret."""
+    return hmac.new(server_secret, b"datarena csrf v1", hashlib.sha256).digest()
 
 
-def configure_csrf_key(server_secret: bytes) -> None:
-    _csrf_key["key"] = hmac.new(server_secret, b"datarena csrf v1", hashlib.sha256).digest()
-
-
-def _csrf_for(nonce: str, session: str) -> str:
-    mac = hmac.new(_csrf_key["key"], f"{nonce}|{session}".encode(), hashlib.sha256)
+def _csrf_for(request: Request, nonce: str, session: str) -> str:
+    mac = hmac.new(request.app.state.csrf_key, f"{nonce}|{session}".encode(), hashlib.sha256)
     return mac.hexdigest()
 
 
@@ -183,13 +178,13 @@ def csrf_nonce(request: Request) -> str:
 
 
 def csrf_token(request: Request, nonce: str | None = None) -> str:
-    return _csrf_for(nonce or csrf_nonce(request), request.cookies.get(SESSION_COOKIE, ""))
+    return _csrf_for(request, nonce or csrf_nonce(request), request.cookies.get(SESSION_COOKIE, ""))
 
 
 def check_csrf(request: Request, data) -> None:
     nonce = request.cookies.get(CSRF_COOKIE, "")
     sent = data.get("csrf_token", "")
-    expected = _csrf_for(nonce, request.cookies.get(SESSION_COOKIE, ""))
+    expected = _csrf_for(request, nonce, request.cookies.get(SESSION_COOKIE, ""))
     if not nonce or not isinstance(sent, str) or not sent or not same(expected, sent):
         raise ApiError(403, "the form's CSRF token is missing or stale; reload the page and submit again.")
 

@@ -435,7 +435,7 @@ class DatasetTrack(Track):
                 await data.close()  # the parser's spooled file: closed whatever happens next
             try:
                 fields = {k: _text_field(data, k) for k in ("seed", "checksum", "method")}
-                return await web.in_upload_pool(self.submit, team, path, upload.filename or "", fields)
+                return await web.in_upload_pool(request, self.submit, team, path, upload.filename or "", fields)
             finally:
                 path.unlink(missing_ok=True)
 
@@ -474,7 +474,7 @@ class DatasetTrack(Track):
             finally:
                 await data.close()
             try:
-                return await web.in_upload_pool(self.claim, team, sub_id, _text_field(data, "score"), path,
+                return await web.in_upload_pool(request, self.claim, team, sub_id, _text_field(data, "score"), path,
                                                 upload.filename or "code.zip")
             finally:
                 path.unlink(missing_ok=True)
