@@ -17,11 +17,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/datarena demo
 
+# two workers, one torch thread each (tests/conftest.py); a module's tests stay on one worker
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadscope
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q -m ''
+	$(PY) -m pytest -q -n 2 --dist loadscope -m ''
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

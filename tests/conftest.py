@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,15 @@ from datarena.underspec.generate import generate_suite
 from datarena.underspec.suite import load_suite
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two workers on two cores: one torch thread each (and in the processes they
+    # start), or the workers' thread pools fight over the cores and every training slows down.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
