@@ -88,8 +88,9 @@ def _upload(url, c, name, body, track="scenes"):
 
 
 def test_refused_uploads_leave_no_descriptor_or_disk_behind(served):
-    """The soak: 500 refused uploads (bad archives, an unvalidated team, parser spools over 1 MB)
-    leave open descriptors, deleted-but-open files and the staging directory where they started."""
+    """The soak: 500 refused uploads in a row (bad archives, an unvalidated team, parser spools
+    over 1 MB) leave open files, deleted-but-open files and the staging directory where they were
+    (measured after a first window of 250, in which pools may still grow)."""
     arena, url = served
     ok, unvalidated = _team(arena, url), _team(arena, url, validated=False)
     staging = arena.tracks["scenes"].root / "staging"
@@ -105,19 +106,23 @@ def test_refused_uploads_leave_no_descriptor_or_disk_behind(served):
 
         for i in range(100):  # warm up: database connection pools, the upload pool's threads, fonts
             send(i)
-        gc.collect()
-        fds, deleted, disk = hostile.fd_targets(), hostile.deleted_open_files(), hostile.tree_bytes(staging)
-        for i in range(500):
-            send(i)
-        gc.collect()
-        assert hostile.deleted_open_files() - deleted == 0
-        after = hostile.fd_targets()
-        # a leak grows with the uploads (500 here); a pool or a lazily opened file may add one or two
-        files = [t for t in after if t.startswith("/") and not t.startswith(str(staging))]
-        assert len(files) - sum(t.startswith("/") for t in fds) <= 3, sorted(set(after) - set(fds))
-        assert not [t for t in after if t.startswith(str(staging))]  # nothing of an upload stays open
-        assert sum(t.startswith("socket:") for t in after) <= sum(t.startswith("socket:") for t in fds) + 3
-        assert hostile.tree_bytes(staging) == disk == 0
+
+        def probe():
+            gc.collect()
+            fds = hostile.fd_targets()
+            return ([t for t in fds if t.startswith("/")], hostile.deleted_open_files(),
+                    hostile.tree_bytes(staging), sum(t.startswith("socket:") for t in fds))
+
+        marks = [probe()]
+        for n in (250, 500):  # a pool may still fill up in the first window; a leak grows in both
+            for i in range(n):
+                send(i)
+            marks.append(probe())
+        (files0, deleted0, disk0, sockets0), (files1, deleted1, disk1, sockets1) = marks[1], marks[2]
+        assert files1 == files0, sorted(set(files1) ^ set(files0))
+        assert deleted1 == deleted0 == marks[0][1] and disk1 == disk0 == 0
+        assert not [t for t in files1 if t.startswith(str(staging))]  # nothing of an upload stays open
+        assert sockets1 <= sockets0 + 3  # sockets come and go with the client's keep-alive connections
     assert ok.dataset_submissions("scenes") == []
 
 
