@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -28,6 +29,7 @@ from datarena.data.archives import (
 from datarena.data.segmentation import DatasetRules, validate_dataset, validate_npz
 from datarena.testing import hostile
 
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # zipfile's "Duplicate name" on generated archives
 EXAMPLES = int(os.environ.get("DATARENA_FUZZ_EXAMPLES_ARCHIVES", "300"))
 FUZZ = settings(
     print_blob=False,max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,

@@ -107,22 +107,24 @@ def test_refused_uploads_leave_no_descriptor_or_disk_behind(served):
         for i in range(100):  # warm up: database connection pools, the upload pool's threads, fonts
             send(i)
 
+        data_dir = str(arena.spec.data_dir)
+
         def probe():
             gc.collect()
             fds = hostile.fd_targets()
-            return ([t for t in fds if t.startswith("/")], hostile.deleted_open_files(),
-                    hostile.tree_bytes(staging), sum(t.startswith("socket:") for t in fds))
+            ours = [t for t in fds if t.startswith(data_dir) and ".db" not in t]  # the arena's files, not its database
+            return len(fds), hostile.deleted_open_files(), hostile.tree_bytes(staging), ours
 
         marks = [probe()]
         for n in (250, 500):  # a pool may still fill up in the first window; a leak grows in both
             for i in range(n):
                 send(i)
             marks.append(probe())
-        (files0, deleted0, disk0, sockets0), (files1, deleted1, disk1, sockets1) = marks[1], marks[2]
-        assert files1 == files0, sorted(set(files1) ^ set(files0))
-        assert deleted1 == deleted0 == marks[0][1] and disk1 == disk0 == 0
-        assert not [t for t in files1 if t.startswith(str(staging))]  # nothing of an upload stays open
-        assert sockets1 <= sockets0 + 3  # sockets come and go with the client's keep-alive connections
+        (n0, deleted0, disk0, ours0), (n1, deleted1, disk1, ours1) = marks[1], marks[2]
+        assert deleted1 == deleted0 == marks[0][1]  # no deleted-but-open upload (the leak: +500 here)
+        assert disk1 == disk0 == 0 and ours1 == ours0 == []  # nothing of an upload on disk or open
+        # other threads of this test process (servers of earlier modules, pools) may open a few
+        assert n1 - n0 <= 5, (n0, n1)
     assert ok.dataset_submissions("scenes") == []
 
 

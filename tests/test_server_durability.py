@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import yaml
 
+from datarena.errors import Unauthorized
 from datarena.server.arena import Arena
-from datarena.server.auth import ApiError
 from datarena.server.config import load_challenge
 from datarena.server.runner import free_port
 from tests.conftest import SERVER_EXERCISES, install_phase_cache
@@ -142,7 +142,7 @@ def test_admin_cli(tmp_path, phase_data_cache):
     revoked = run("revoke-tokens", "CLI_TEAM")  # names are matched case-insensitively
     assert revoked.returncode == 0 and "1 token(s)" in revoked.stdout, revoked.stderr
     arena._tokens.clear()
-    with pytest.raises(ApiError):
+    with pytest.raises(Unauthorized):
         arena.team_for_token(token)
     y = arena.exercise(arena.phases()[-1], "00").hidden()[0]
     arena.validate_team("cli_team")  # refresh object state

@@ -12,10 +12,39 @@ from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
 from datarena import __version__
-from datarena.errors import DatarenaError
+from datarena.errors import (
+    BudgetError,
+    Busy,
+    ConfigError,
+    Conflict,
+    DatarenaError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    RateLimited,
+    RefusedError,
+    SourceNotFoundError,
+    SubmissionError,
+    TooLarge,
+    Unauthorized,
+    Unsupported,
+)
 from datarena.server import web
 from datarena.server.arena import Arena
-from datarena.server.auth import ApiError
+
+# The one place where domain errors become status codes (the most specific class wins).
+STATUS = {Invalid: 422, SubmissionError: 422, Unauthorized: 401, Forbidden: 403, NotFound: 404, Conflict: 409,
+          BudgetError: 409, TooLarge: 413, Unsupported: 415, RateLimited: 429, Busy: 503,
+          ConfigError: 500, SourceNotFoundError: 500}
+
+
+def status_of(exc: DatarenaError) -> int:
+    """A domain error's HTTP status: its class's, or 400 for any other error whose message says
+    what the client should change."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 400
 
 
 class ErrorBody(BaseModel):
@@ -52,9 +81,16 @@ def create_app(arena: Arena) -> FastAPI:
         return pages.render(request, "message.html", {"title": "Request refused", "message": message,
                                                       "problems": extra.get("problems", [])}, status=status)
 
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, exc: ApiError):
-        return refuse(request, exc.status, exc.message, exc.extra, exc.headers)
+    @app.exception_handler(DatarenaError)
+    async def domain_error(request: Request, exc: DatarenaError):
+        status = status_of(exc)
+        headers = {}
+        if isinstance(exc, RefusedError) and exc.retry_after is not None:
+            headers["Retry-After"] = str(exc.retry_after)
+        if isinstance(exc, Unauthorized):
+            headers["WWW-Authenticate"] = "Bearer"
+        extra = exc.extra if isinstance(exc, RefusedError) else {}
+        return refuse(request, status, str(exc), extra, headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError):
@@ -121,7 +157,7 @@ def create_app(arena: Arena) -> FastAPI:
         except DatarenaError:
             job = None
         if job is None or job.team_id != team.id:
-            raise ApiError(404, f"no job {job_id} of team {team.name!r}.")
+            raise NotFound(f"no job {job_id} of team {team.name!r}.")
         body = job.as_json(private=False)
         if body["result"]:
             body["result"].pop("artefacts", None)  # server paths are the organiser's business

@@ -17,8 +17,9 @@ import time
 
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from datarena.errors import Busy, NotFound
 from datarena.jobs.queue import JobQueue
-from datarena.server.auth import ApiError, LoginLimiter, Passwords
+from datarena.server.auth import LoginLimiter, Passwords
 from datarena.server.config import ChallengeSpec
 from datarena.server.db import make_engine, session_factory
 from datarena.server.models import Phase
@@ -54,14 +55,14 @@ class Arena(TeamsMixin, PhasesMixin, OrganiserMixin):
         for t in self.tracks.values():
             if isinstance(t, LabelsTrack):
                 return t
-        raise ApiError(404, "this challenge has no labels track (exercises); see /api/tracks.")
+        raise NotFound("this challenge has no labels track (exercises); see /api/tracks.")
 
     def track_links(self) -> list[dict]:
         return [{"id": t.id, "title": t.title, "url": t.url(), "kind": t.kind} for t in self.tracks.values()]
 
     def track(self, track_id: str) -> Track:
         if track_id not in self.tracks:
-            raise ApiError(404, f"no track {track_id!r}; tracks are {', '.join(self.tracks)}.")
+            raise NotFound(f"no track {track_id!r}; tracks are {', '.join(self.tracks)}.")
         return self.tracks[track_id]
 
     def retrying(self, attempt):
@@ -73,7 +74,7 @@ class Arena(TeamsMixin, PhasesMixin, OrganiserMixin):
                 except (IntegrityError, OperationalError):
                     s.rollback()
                     time.sleep(0.002 * (i + 1))
-        raise ApiError(503, "the server is busy; retry the request.")
+        raise Busy("the server is busy; retry the request.")
 
     # ---- the labels track's operations, under the names clients and tests have always used
 

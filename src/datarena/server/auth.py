@@ -13,18 +13,9 @@ from collections import deque
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from datarena.errors import Invalid, RateLimited
+
 TEAM_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
-
-
-class ApiError(Exception):
-    """An HTTP error whose message tells the client what to fix."""
-
-    def __init__(self, status: int, message: str, headers: dict | None = None, detail_extra: dict | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
-        self.extra = detail_extra or {}  # more JSON fields beside "detail" (e.g. every offending file)
 
 
 class Passwords:
@@ -78,11 +69,7 @@ class LoginLimiter:
                 q = self._recent(key, now)
                 if len(q) >= self.allowed:
                     retry = int(self.window_s - (now - q[0])) + 1
-                    raise ApiError(
-                        429,
-                        f"too many failed logins for {key.split(':', 1)[0]}; wait {retry} s before trying again.",
-                        {"Retry-After": str(retry)},
-                    )
+                    raise RateLimited(f"too many failed logins for {key.split(':', 1)[0]}; wait {retry} s before trying again.", retry_after=retry)
 
     def fail(self, *keys: str) -> None:
         now = time.monotonic()
@@ -99,16 +86,16 @@ def team_name_key(name: str) -> str:
 
 def validate_team_name(name: str) -> str:
     if not isinstance(name, str):
-        raise ApiError(422, f"team name must be a string, got {type(name).__name__}.")
+        raise Invalid(f"team name must be a string, got {type(name).__name__}.")
     name = unicodedata.normalize("NFKC", name).strip()
     if not 2 <= len(name) <= 64 or not set(name) <= TEAM_NAME_CHARS:
-        raise ApiError(422, "team name must be 2-64 characters of letters, digits, '_', '-' or '.'.")
+        raise Invalid("team name must be 2-64 characters of letters, digits, '_', '-' or '.'.")
     return name
 
 
 def validate_password(password: str) -> str:
     if not isinstance(password, str):
-        raise ApiError(422, f"password must be a string, got {type(password).__name__}.")
+        raise Invalid(f"password must be a string, got {type(password).__name__}.")
     if not 8 <= len(password or "") <= 256:
-        raise ApiError(422, "password must be 8-256 characters long.")
+        raise Invalid("password must be 8-256 characters long.")
     return password

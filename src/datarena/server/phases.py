@@ -28,8 +28,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from datarena.db import utcnow
-from datarena.errors import ConfigError, DatarenaError
-from datarena.server.auth import ApiError
+from datarena.errors import Busy, ConfigError, DatarenaError, Forbidden, NotFound
 from datarena.server.models import Phase
 
 SECRET_FILE = "server-secret"
@@ -149,7 +148,7 @@ class PhasesMixin:
         else:
             phase = self._latest_phase(s)
         if phase is None:
-            raise ApiError(503, "the challenge has no open phase yet; an organiser must start it.")
+            raise Busy("the challenge has no open phase yet; an organiser must start it.")
         self._phase = (phase, time.monotonic() + PHASE_CACHE_S)
         return phase
 
@@ -162,16 +161,16 @@ class PhasesMixin:
             return self.current_phase(s)
         phase = s.get(Phase, phase_id)
         if phase is None:
-            raise ApiError(404, f"no phase {phase_id}; phases are {[p.id for p in self.phases()]}.")
+            raise NotFound(f"no phase {phase_id}; phases are {[p.id for p in self.phases()]}.")
         return phase
 
     @staticmethod
     def require_open(phase: Phase) -> None:
         now = utcnow()
         if phase.starts_at and now < phase.starts_at:
-            raise ApiError(403, f"{phase.name} opens at {phase.starts_at:%Y-%m-%d %H:%M} UTC.")
+            raise Forbidden(f"{phase.name} opens at {phase.starts_at:%Y-%m-%d %H:%M} UTC.")
         if phase.ends_at and now > phase.ends_at:
-            raise ApiError(403, f"{phase.name} closed at {phase.ends_at:%Y-%m-%d %H:%M} UTC.")
+            raise Forbidden(f"{phase.name} closed at {phase.ends_at:%Y-%m-%d %H:%M} UTC.")
 
     def phase_open_to(self, team) -> Phase:
         """The current phase, for a validated team, while it is open (403 otherwise)."""
@@ -228,5 +227,5 @@ class PhasesMixin:
         with self.Session() as s:
             phase = self.phase_by_id(s, phase_id)
         if not phase.revealed_secret:
-            raise ApiError(403, f"{phase.name}'s secret is not revealed yet; it is published after the phase closes.")
+            raise Forbidden(f"{phase.name}'s secret is not revealed yet; it is published after the phase closes.")
         return {**self.phase_json(phase), **self.labels.verification(phase)}

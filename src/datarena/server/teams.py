@@ -10,9 +10,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from datarena.db import utcnow
-from datarena.errors import DatarenaError
+from datarena.errors import Conflict, DatarenaError, Forbidden, Invalid, Unauthorized
 from datarena.server.auth import (
-    ApiError,
     new_token,
     team_name_key,
     token_digest,
@@ -43,7 +42,7 @@ class TeamsMixin:
         with self.Session() as s:
             taken = s.scalar(select(Team.name).where(Team.name_key == key))
         if taken is not None:
-            raise ApiError(409, f"team name {name!r} is taken (as {taken!r}; names differing only in case "
+            raise Conflict(f"team name {name!r} is taken (as {taken!r}; names differing only in case "
                                 f"or width are one name); choose another.")
         team = Team(name=name, name_key=key, password_hash=self.passwords.hash(password), validated=False)
         with self.Session() as s:
@@ -51,13 +50,13 @@ class TeamsMixin:
             try:
                 s.commit()
             except IntegrityError:
-                raise ApiError(409, f"team name {name!r} is taken; choose another.") from None
+                raise Conflict(f"team name {name!r} is taken; choose another.") from None
             return TeamRef(team.id, team.name, team.validated)
 
     def login(self, name: str, password: str, client: str = "?") -> TeamRef:
         """Check credentials (rate-limited per team and per address); 401 on any mismatch."""
         if not isinstance(name, str) or not isinstance(password, str):
-            raise ApiError(422, "name and password must be strings.")
+            raise Invalid("name and password must be strings.")
         key = team_name_key(name)[:64]
         keys = (f"{key}:team", f"{client}:address")
         self.limiter.check(*keys)
@@ -65,7 +64,7 @@ class TeamsMixin:
             team = s.scalars(select(Team).where(Team.name_key == key)).first()
         if not self.passwords.verify(team.password_hash if team else None, password or ""):
             self.limiter.fail(*keys)
-            raise ApiError(401, "wrong team name or password.", {"WWW-Authenticate": "Bearer"})
+            raise Unauthorized("wrong team name or password.")
         return TeamRef(team.id, team.name, team.validated)
 
     def issue_token(self, team: TeamRef) -> str:
@@ -105,11 +104,9 @@ class TeamsMixin:
 
     def team_for_token(self, token: str | None) -> TeamRef:
         if not token:
-            raise ApiError(401, "missing bearer token; get one with POST /api/token (name, password).",
-                           {"WWW-Authenticate": "Bearer"})
+            raise Unauthorized("missing bearer token; get one with POST /api/token (name, password).")
         if not isinstance(token, str) or len(token) > 256:
-            raise ApiError(401, "malformed bearer token; log in again with POST /api/token.",
-                           {"WWW-Authenticate": "Bearer"})
+            raise Unauthorized("malformed bearer token; log in again with POST /api/token.")
         digest = token_digest(token)
         hit = self._tokens.get(digest)
         if hit and time.monotonic() < hit[1]:
@@ -122,8 +119,7 @@ class TeamsMixin:
             ).first()
         if row is None or row.expires_at is None or row.expires_at <= now:
             why = "expired" if row is not None else "invalid or revoked"
-            raise ApiError(401, f"{why} token; log in again with POST /api/token.",
-                           {"WWW-Authenticate": "Bearer"})
+            raise Unauthorized(f"{why} token; log in again with POST /api/token.")
         team = TeamRef(row.id, row.name, row.validated)
         if team.validated:  # only validated teams are cached, so a fresh validation shows at once
             left = (row.expires_at - now).total_seconds()
@@ -133,7 +129,7 @@ class TeamsMixin:
     @staticmethod
     def require_validated(team: TeamRef) -> None:
         if not team.validated:
-            raise ApiError(403, f"team {team.name!r} is not validated yet; ask an organiser to validate it.")
+            raise Forbidden(f"team {team.name!r} is not validated yet; ask an organiser to validate it.")
 
     def validate_team(self, name: str, validated: bool = True) -> TeamRef:
         with self.Session() as s:

@@ -16,7 +16,8 @@ from fastapi import Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from datarena.server.auth import ApiError, same
+from datarena.errors import Forbidden, Invalid, RefusedError, TooLarge
+from datarena.server.auth import same
 
 if TYPE_CHECKING:
     from datarena.server.arena import Arena
@@ -54,8 +55,8 @@ def bearer(request: Request) -> str | None:
     return None
 
 
-def too_large(limit: int) -> ApiError:
-    return ApiError(413, f"request larger than {limit} bytes; upload a smaller file.")
+def too_large(limit: int) -> TooLarge:
+    return TooLarge(f"request larger than {limit} bytes; upload a smaller file.")
 
 
 async def body_limited(request: Request, limit: int) -> bytes:
@@ -107,14 +108,14 @@ async def json_body(request: Request, limit: int = MAX_JSON_BYTES) -> dict:
     """A JSON object body of at most `limit` bytes (counted as it arrives)."""
     try:
         body = await body_limited(request, limit)
-    except ApiError:
-        raise ApiError(413, f"JSON body larger than {limit} bytes; send only the documented fields.") from None
+    except RefusedError:
+        raise TooLarge(f"JSON body larger than {limit} bytes; send only the documented fields.") from None
     try:
         payload = json.loads(body)
     except (ValueError, RecursionError):
-        raise ApiError(422, "send a JSON object body (Content-Type: application/json).") from None
+        raise Invalid("send a JSON object body (Content-Type: application/json).") from None
     if not isinstance(payload, dict):
-        raise ApiError(422, "send a JSON object body.")
+        raise Invalid("send a JSON object body.")
     return payload
 
 
@@ -124,9 +125,9 @@ def text_field(payload: dict, key: str, max_len: int = 1024) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise ApiError(422, f"{key!r} must be a string, got {type(value).__name__}.")
+        raise Invalid(f"{key!r} must be a string, got {type(value).__name__}.")
     if len(value) > max_len:
-        raise ApiError(422, f"{key!r} is longer than {max_len} characters.")
+        raise Invalid(f"{key!r} is longer than {max_len} characters.")
     return value
 
 
@@ -186,7 +187,7 @@ def check_csrf(request: Request, data) -> None:
     sent = data.get("csrf_token", "")
     expected = _csrf_for(request, nonce, request.cookies.get(SESSION_COOKIE, ""))
     if not nonce or not isinstance(sent, str) or not sent or not same(expected, sent):
-        raise ApiError(403, "the form's CSRF token is missing or stale; reload the page and submit again.")
+        raise Forbidden("the form's CSRF token is missing or stale; reload the page and submit again.")
 
 
 class Pages:
@@ -201,7 +202,7 @@ class Pages:
     def optional_team(self, request: Request):
         try:
             return self.session_team(request) if request.cookies.get(SESSION_COOKIE) else None
-        except ApiError:
+        except RefusedError:
             return None
 
     def render(self, request: Request, template: str, ctx: dict, status: int = 200) -> HTMLResponse:

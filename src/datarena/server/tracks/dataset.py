@@ -46,11 +46,19 @@ from datarena.data.segmentation import (
     validate_segmentation,
 )
 from datarena.db import utcnow
-from datarena.errors import DatarenaError
+from datarena.errors import (
+    Conflict,
+    DatarenaError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    RateLimited,
+    RefusedError,
+    Unsupported,
+)
 from datarena.jobs.models import DONE, Job
 from datarena.jobs.store import JobError
 from datarena.server import web
-from datarena.server.auth import ApiError
 from datarena.server.models import DatasetSubmission, Phase, Team
 from datarena.server.teams import TeamRef
 from datarena.server.tracks import Track, rank_rows
@@ -118,26 +126,26 @@ class DatasetTrack(Track):
         s = self.spec
         if s.protocol == "syntagen":
             if utcnow() > s.deadline1:
-                raise ApiError(403, f"deadline 1 ({s.deadline1:%Y-%m-%d %H:%M} UTC) has passed: datasets are "
+                raise Forbidden(f"deadline 1 ({s.deadline1:%Y-%m-%d %H:%M} UTC) has passed: datasets are "
                                     f"frozen; claim your score with POST .../submissions/ID/claim until deadline 2.")
             missing = [f for f in ("seed", "checksum") if not str(fields.get(f) or "").strip()]
             if missing:
-                raise ApiError(422, f"the syntagen protocol needs {' and '.join(missing)} with the dataset: the seed "
+                raise Invalid(f"the syntagen protocol needs {' and '.join(missing)} with the dataset: the seed "
                                     f"that generated it and the sha256 of the model you trained on it "
                                     f"(`datarena evaluate checksum model.pt`).")
         checksum = str(fields.get("checksum") or "").strip().lower() or None
         if checksum and (len(checksum) != 64 or any(c not in "0123456789abcdef" for c in checksum)):
-            raise ApiError(422, "checksum must be the 64 hex digits of a sha256 (`datarena evaluate checksum MODEL`).")
+            raise Invalid("checksum must be the 64 hex digits of a sha256 (`datarena evaluate checksum MODEL`).")
         seed = str(fields.get("seed") or "").strip() or None
         if seed and len(seed) > 64:
-            raise ApiError(422, "seed is at most 64 characters.")
+            raise Invalid("seed is at most 64 characters.")
         self._check_quota(team, phase)
         work = Path(tempfile.mkdtemp(prefix="upload-", dir=self._staging()))
         try:
             try:
                 kind = archive_kind(upload, filename)
             except ArchiveError as exc:
-                raise ApiError(422, self._public(str(exc), work)) from None
+                raise Invalid(self._public(str(exc), work)) from None
             digest, size = _sha256(upload)
             if kind == "npz":
                 dataset = work / "dataset.npz"
@@ -147,13 +155,12 @@ class DatasetTrack(Track):
                     unpack_safely(upload, work / "unpacked", self.limits, kind)
                     dataset = find_dataset_root(work / "unpacked")
                 except ArchiveError as exc:
-                    raise ApiError(422, self._public(str(exc), work)) from None
+                    raise Invalid(self._public(str(exc), work)) from None
             report = validate_segmentation(dataset, self.rules)
             if report.problems:
                 listed = [self._public(f"{f}: {msg}", work) for f, msg in report.problems[:MAX_LISTED_PROBLEMS]]
-                raise ApiError(422, f"the dataset breaks the track's rules ({len(report.problems)} problems); "
-                                    f"fix every file listed and upload again.",
-                               detail_extra={"problems": listed, "n_problems": len(report.problems)})
+                raise Invalid(f"the dataset breaks the track's rules ({len(report.problems)} problems); "
+                                    f"fix every file listed and upload again.", extra={"problems": listed, "n_problems": len(report.problems)})
             return self._record(team, phase, dataset, report.n_pairs, digest, size, seed, checksum,
                                 str(fields.get("method") or "")[:4000])
         finally:
@@ -182,18 +189,17 @@ class DatasetTrack(Track):
                 DatasetSubmission.team_id == team.id, DatasetSubmission.track_id == self.id,
                 DatasetSubmission.created_at > day_ago))
         if n_phase >= s.submissions_per_phase:
-            raise ApiError(409, f"team {team.name!r} already submitted {n_phase} of {s.submissions_per_phase} "
+            raise Conflict(f"team {team.name!r} already submitted {n_phase} of {s.submissions_per_phase} "
                                 f"datasets allowed on track {self.id} in {phase.name}.")
         if n_day >= s.submissions_per_day:
             wait = int((first_today + timedelta(days=1) - utcnow()).total_seconds()) + 1 if first_today else 3600
-            raise ApiError(429, f"team {team.name!r} submitted {n_day} datasets in the last 24 h on track {self.id} "
-                                f"(at most {s.submissions_per_day}); try again in {wait // 60 + 1} minutes.",
-                           {"Retry-After": str(max(1, wait))})
+            raise RateLimited(f"team {team.name!r} submitted {n_day} datasets in the last 24 h on track {self.id} "
+                                f"(at most {s.submissions_per_day}); try again in {wait // 60 + 1} minutes.", retry_after=max(1, wait))
         active = self.arena.jobs.store.list(state="queued", team_id=team.id) + \
             self.arena.jobs.store.list(state="running", team_id=team.id)
         if len(active) >= self.arena.spec.jobs.max_active_per_team:
-            raise ApiError(429, f"team {team.name!r} already has {len(active)} scoring job(s) waiting or running; "
-                                f"wait for one to finish.", {"Retry-After": "60"})
+            raise RateLimited(f"team {team.name!r} already has {len(active)} scoring job(s) waiting or running; "
+                                f"wait for one to finish.", retry_after=60)
 
     def _record(self, team: TeamRef, phase: Phase, dataset: Path, n_pairs: int, digest: str, size: int,
                 seed: str | None, checksum: str | None, method: str) -> dict:
@@ -208,7 +214,7 @@ class DatasetTrack(Track):
             try:
                 db.commit()
             except IntegrityError:  # a concurrent upload of the same team took the slot
-                raise ApiError(409, "another upload of your team was recorded at the same moment; "
+                raise Conflict("another upload of your team was recorded at the same moment; "
                                     "check your submissions before uploading again.") from None
             sub_id = sub.id
         home = self.root / "submissions" / str(sub_id)
@@ -220,7 +226,7 @@ class DatasetTrack(Track):
                                          owner=f"dataset-submission:{sub_id}", team_id=team.id)
         except JobError as exc:
             self._forget(sub_id, home)
-            raise ApiError(429, str(exc), {"Retry-After": "60"}) from None
+            raise RateLimited(str(exc), retry_after=60) from None
         except Exception:
             self._forget(sub_id, home)
             raise
@@ -249,23 +255,23 @@ class DatasetTrack(Track):
     def claim(self, team: TeamRef, sub_id: int, score: object, code: Path | None, code_name: str) -> dict:
         s = self.spec
         if s.protocol != "syntagen":
-            raise ApiError(404, f"track {self.id} scores datasets itself; there is no score to claim.")
+            raise NotFound(f"track {self.id} scores datasets itself; there is no score to claim.")
         now = utcnow()
         if now <= s.deadline1 or now > s.deadline2:
-            raise ApiError(403, f"scores are claimed between deadline 1 ({s.deadline1:%Y-%m-%d %H:%M}) and "
+            raise Forbidden(f"scores are claimed between deadline 1 ({s.deadline1:%Y-%m-%d %H:%M}) and "
                                 f"deadline 2 ({s.deadline2:%Y-%m-%d %H:%M} UTC).")
         try:
             value = float(str(score))
         except ValueError:
-            raise ApiError(422, f"score must be your mIoU as a number in [0, 1], got {score!r}.") from None
+            raise Invalid(f"score must be your mIoU as a number in [0, 1], got {score!r}.") from None
         if not 0.0 <= value <= 1.0:
-            raise ApiError(422, f"score must lie in [0, 1], got {value}.")
+            raise Invalid(f"score must lie in [0, 1], got {value}.")
         if code is None:
-            raise ApiError(422, "attach your code archive (.zip or .tar) as the multipart field 'code'.")
+            raise Invalid("attach your code archive (.zip or .tar) as the multipart field 'code'.")
         with self.arena.Session() as db:
             sub = db.get(DatasetSubmission, sub_id)
             if sub is None or sub.team_id != team.id or sub.track_id != self.id:
-                raise ApiError(404, f"no dataset submission {sub_id} of team {team.name!r} on track {self.id}.")
+                raise NotFound(f"no dataset submission {sub_id} of team {team.name!r} on track {self.id}.")
             home = self.root / "submissions" / str(sub_id)
             suffix = "".join(Path(code_name).suffixes)[-16:] or ".bin"
             shutil.copyfile(code, home / f"code{suffix}")
@@ -275,7 +281,7 @@ class DatasetTrack(Track):
 
     def test_set_zip(self) -> bytes:
         if not self.test_released():
-            raise ApiError(403, f"the test set of track {self.id} is private"
+            raise Forbidden(f"the test set of track {self.id} is private"
                                 + (f" until deadline 1 ({self.spec.deadline1:%Y-%m-%d %H:%M} UTC)."
                                    if self.spec.protocol == "syntagen" else "; it is never served."))
         buf = io.BytesIO()
@@ -397,7 +403,7 @@ class DatasetTrack(Track):
         with self.arena.Session() as db:
             sub = db.get(DatasetSubmission, sub_id)
         if sub is None or sub.team_id != team.id or sub.track_id != self.id:
-            raise ApiError(404, f"no dataset submission {sub_id} of team {team.name!r} on track {self.id}.")
+            raise NotFound(f"no dataset submission {sub_id} of team {team.name!r} on track {self.id}.")
         return sub
 
     # ------------------------------------------------------------ routes
@@ -410,13 +416,13 @@ class DatasetTrack(Track):
             caller closes it."""
             ctype = request.headers.get("content-type", "")
             if not ctype.startswith("multipart/form-data"):
-                raise ApiError(415, f"send multipart/form-data with the archive in the field '{field}' "
+                raise Unsupported(f"send multipart/form-data with the archive in the field '{field}' "
                                     f"(got Content-Type {ctype[:80] or 'none'!r}).")
             data = await web.streamed_form(request, limit)
             upload = data.get(field)
             if upload is None or isinstance(upload, str):
                 await data.close()
-                raise ApiError(422, f"attach the dataset (.zip, .tar or .npz) as the multipart field '{field}'.")
+                raise Invalid(f"attach the dataset (.zip, .tar or .npz) as the multipart field '{field}'.")
             return data, upload
 
         async def spooled(upload) -> Path:
@@ -461,7 +467,7 @@ class DatasetTrack(Track):
             self.own_submission(team, sub_id)
             path = self.root / "submissions" / str(sub_id) / "score" / "overlays.png"
             if not path.is_file():
-                raise ApiError(404, "no overlays yet: the submission is not scored.")
+                raise NotFound("no overlays yet: the submission is not scored.")
             return FileResponse(path, media_type="image/png")
 
         @app.post(f"{base}/submissions/{{sub_id}}/claim", openapi_extra=web.multipart_doc(
@@ -500,11 +506,11 @@ class DatasetTrack(Track):
             team = await run_in_threadpool(pages.session_team, request)
             ctype = request.headers.get("content-type", "")
             if not ctype.startswith("multipart/form-data"):
-                raise ApiError(415, "send the form as multipart/form-data.")
+                raise Unsupported("send the form as multipart/form-data.")
             data, upload = await receive_upload(request)
             try:
                 web.check_csrf(request, data)
-            except ApiError:
+            except RefusedError:
                 await data.close()
                 raise
             await accept(request, team, (data, upload))
@@ -516,7 +522,7 @@ def _text_field(data, key: str) -> str | None:
     value = data.get(key)
     if value is None or isinstance(value, str):
         return value
-    raise ApiError(422, f"the form field {key!r} must be text, not a file.")
+    raise Invalid(f"the form field {key!r} must be text, not a file.")
 
 
 def _sha256(path: Path) -> tuple[str, int]:

@@ -18,9 +18,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from datarena.errors import SubmissionError
+from datarena.errors import Conflict, Invalid, NotFound, SubmissionError, TooLarge
 from datarena.server import web
-from datarena.server.auth import ApiError
 from datarena.server.catalogue import Catalogue, ExerciseInfo
 from datarena.server.models import Phase, Reveal, Submission, Team
 from datarena.server.teams import TeamRef
@@ -55,34 +54,34 @@ def _is_number(text: str) -> bool:
 def parse_labels_csv(data: bytes, info: ExerciseInfo) -> np.ndarray:
     """One integer label per line, no header, no index column."""
     if not data.strip():
-        raise ApiError(422, "the file is empty; submit a CSV with one label per target row.")
+        raise Invalid("the file is empty; submit a CSV with one label per target row.")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise ApiError(422, "the file is not UTF-8 text; submit a plain CSV.") from None
+        raise Invalid("the file is not UTF-8 text; submit a plain CSV.") from None
     rows = [r for r in csv.reader(io.StringIO(text)) if any(c.strip() for c in r)]
     if any(len(r) != 1 for r in rows):
-        raise ApiError(422, "each line must hold exactly one label: no index column, no extra columns.")
+        raise Invalid("each line must hold exactly one label: no index column, no extra columns.")
     labels = []
     for i, v in enumerate(r[0].strip() for r in rows):
         try:
             value = int(v)
             if not -(2**31) <= value < 2**31:
-                raise ApiError(422, f"line {i + 1} holds {v[:20]!r}, which is not one of the classes "
+                raise Invalid(f"line {i + 1} holds {v[:20]!r}, which is not one of the classes "
                                     f"{', '.join(map(str, info.classes))}.")
             labels.append(value)
         except ValueError:
             if _is_number(v):
-                raise ApiError(422, f"labels must be integers: line {i + 1} holds {v[:20]!r}; write "
+                raise Invalid(f"labels must be integers: line {i + 1} holds {v[:20]!r}; write "
                                     f"each label as an integer such as 0 or 1.") from None
             what = "a header line" if i == 0 else f"a non-integer value on line {i + 1}"
-            raise ApiError(422, f"found {what} ({v[:20]!r}); the CSV has no header and integer labels only.") from None
+            raise Invalid(f"found {what} ({v[:20]!r}); the CSV has no header and integer labels only.") from None
     try:
         from datarena.underspec.scoring import validate_labels
 
         return validate_labels(labels, info.n_target, info.classes)
     except SubmissionError as err:
-        raise ApiError(422, str(err)) from None
+        raise Invalid(str(err)) from None
 
 
 class LabelsTrack(Track):
@@ -121,7 +120,7 @@ class LabelsTrack(Track):
         info = self.catalogue.find(phase.data_dir, exercise_id)
         if info is None:
             ids = ", ".join(self.catalogue.exercises(phase.data_dir))
-            raise ApiError(404, f"unknown exercise {exercise_id!r}; this phase has {ids}.")
+            raise NotFound(f"unknown exercise {exercise_id!r}; this phase has {ids}.")
         return info
 
     def exercises(self, phase: Phase) -> list[ExerciseInfo]:
@@ -150,9 +149,9 @@ class LabelsTrack(Track):
         try:
             datum = int(str(datum_id).strip())
         except ValueError:
-            raise ApiError(422, f"datum_id must be an integer row index of X_val, got {datum_id!r}.") from None
+            raise Invalid(f"datum_id must be an integer row index of X_val, got {datum_id!r}.") from None
         if not 0 <= datum < info.n_target:
-            raise ApiError(404, f"unknown datum {datum}: exercise {info.id} has target rows 0..{info.n_target - 1}.")
+            raise NotFound(f"unknown datum {datum}: exercise {info.id} has target rows 0..{info.n_target - 1}.")
         budget = arena.spec.reveal_budget
         key = (team.id, phase.id, info.id)
 
@@ -161,7 +160,7 @@ class LabelsTrack(Track):
                 if d == datum:
                     return RevealResult(info.number, datum, label, [x for x, _ in rows if x != datum])
             if len(rows) >= budget:
-                raise ApiError(409, f"reveal budget used up: {budget} of {budget} labels revealed on exercise "
+                raise Conflict(f"reveal budget used up: {budget} of {budget} labels revealed on exercise "
                                     f"{info.id} (datums {[x for x, _ in rows]}); re-revealing those is free.")
             return None
 
@@ -205,7 +204,7 @@ class LabelsTrack(Track):
         phase = arena.phase_open_to(team)
         info = self.exercise(phase, exercise_id)
         if len(data) > arena.spec.max_upload_bytes:
-            raise ApiError(413, f"the file is larger than {arena.spec.max_upload_bytes} bytes.")
+            raise TooLarge(f"the file is larger than {arena.spec.max_upload_bytes} bytes.")
         labels = parse_labels_csv(data, info)
         y, groups = info.hidden()
         result = score_labels(y, groups, labels, info.classes)
@@ -217,7 +216,7 @@ class LabelsTrack(Track):
                 Submission.team_id == team.id, Submission.phase_id == phase.id, Submission.exercise_id == info.id
             )) or 0
             if n >= allowed:
-                raise ApiError(409, f"team {team.name!r} already submitted {n} of {allowed} allowed on exercise "
+                raise Conflict(f"team {team.name!r} already submitted {n} of {allowed} allowed on exercise "
                                     f"{info.id} in {phase.name}.")
             sub = Submission(team_id=team.id, phase_id=phase.id, exercise_id=info.id, slot=n + 1,
                              accuracy=result["accuracy"], worst_group_accuracy=result["worst_group_accuracy"],
@@ -306,7 +305,7 @@ class LabelsTrack(Track):
         def api_file(exercise_id: str, filename: str):
             info = current(exercise_id)
             if filename not in info.public_files():
-                raise ApiError(404, f"no public file {filename!r}; files are {', '.join(info.public_files())}.")
+                raise NotFound(f"no public file {filename!r}; files are {', '.join(info.public_files())}.")
             return FileResponse(info.public_dir / filename, filename=filename)
 
         @app.get("/api/exercises/{exercise_id}/download.zip", response_class=Response,
@@ -323,7 +322,7 @@ class LabelsTrack(Track):
         def token_reveal(token: str | None, exercise_id: str, payload: dict) -> dict:
             team = arena.team_for_token(token)
             if "datum_id" not in payload:
-                raise ApiError(422, 'send {"datum_id": <row index of X_val>}.')
+                raise Invalid('send {"datum_id": <row index of X_val>}.')
             return self.reveal(team, exercise_id, payload["datum_id"]).as_json()
 
         @app.post("/api/exercises/{exercise_id}/reveal", openapi_extra=web.json_doc({
@@ -372,7 +371,7 @@ class LabelsTrack(Track):
             missing = [f for f in ("username", "password", "exercise_id", "datum_id")
                        if not isinstance(data.get(f), str) or not data.get(f)]
             if missing:
-                raise ApiError(422, f"missing form fields: {', '.join(missing)} "
+                raise Invalid(f"missing form fields: {', '.join(missing)} "
                                     f"(username, password, exercise_id, datum_id).")
             team = await run_in_threadpool(arena.login, str(data["username"]), str(data["password"]),
                                            web.client_address(request))
@@ -410,7 +409,7 @@ class LabelsTrack(Track):
 async def _upload_bytes(data, missing_message: str) -> bytes:
     upload = data.get("file")
     if upload is None or isinstance(upload, str):
-        raise ApiError(422, missing_message)
+        raise Invalid(missing_message)
     return await upload.read()
 
 
