@@ -185,7 +185,8 @@ def test_reinforce_term_has_a_real_gradient(tmp_path):
 
 
 def test_short_metasim_run_moves_rotation_toward_the_target(tmp_path):
-    from datarena.metasim.train import MetaSimConfig, load_generator, train_metasim
+    from datarena.metasim.io import load_generator
+    from datarena.metasim.train import MetaSimConfig, train_metasim
     from datarena.scenes.grammar import parse_grammar
 
     target = parse_grammar({"name": "rot30", "canvas": 32, "object": {"split": "heldout", "x": 16, "y": 16, "rotation": 30}})

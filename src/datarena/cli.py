@@ -605,7 +605,7 @@ def scenes_render(
 
     transform = None
     if generator is not None:
-        from datarena.metasim.train import load_generator
+        from datarena.metasim.io import load_generator
 
         transform, g = load_generator(generator)
         from datarena.scenes.graph import SceneGraphGrammar, write_graph_scenes

@@ -46,7 +46,7 @@ def pretrain_digit_backbone(backbone: str = "resnet18", steps: int = PRETRAIN_ST
     Returns the trunk's state_dict (torchvision resnet key names, no `fc.`) and the accuracy
     on 1,000 fresh digits of the same grammar drawn after training.
     """
-    from datarena.evaluate.train import normalise
+    from datarena.evaluate.normalise import normalise
     from datarena.scenes.grammar import load_grammar
     from datarena.scenes.render import render_all
 

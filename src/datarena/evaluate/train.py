@@ -29,10 +29,8 @@ from datarena.errors import ConfigError
 from datarena.evaluate.checksum import state_dict_sha256
 from datarena.evaluate.deeplab import BACKBONES, deeplabv3
 from datarena.evaluate.metrics import confusion_matrix, segmentation_scores
+from datarena.evaluate.normalise import normalise
 from datarena.progress import progress_bar
-
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
 
 class Budget(BaseModel):
@@ -102,11 +100,6 @@ def budget_from(preset: str, **overrides) -> Budget:
 
 def _as_rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat(image[..., None], 3, axis=-1) if image.ndim == 2 else image
-
-
-def normalise(x: torch.Tensor) -> torch.Tensor:
-    """(N, 3, H, W) in [0, 1] -> ImageNet-normalised, as the backbones expect."""
-    return (x - MEAN.to(x.device)) / STD.to(x.device)
 
 
 def _to_tensor(image: np.ndarray) -> torch.Tensor:

@@ -31,7 +31,7 @@ from torch import nn
 
 from datarena.metasim.features import FeatureNet, PatchStatsNet, median_bandwidths, mmd2
 from datarena.metasim.graph_generator import GraphGenerator
-from datarena.metasim.train import moving_baseline, reinforce
+from datarena.metasim.reinforce import moving_baseline, reinforce
 from datarena.progress import progress_bar
 from datarena.scenes.graph import (
     ATTRIBUTES,

@@ -39,6 +39,7 @@ from datarena.metasim.generator import (
     denormalise,
     pretrain_identity,
 )
+from datarena.metasim.reinforce import moving_baseline, reinforce
 from datarena.metasim.task import accuracy, train_task_net
 from datarena.progress import progress_bar
 from datarena.scenes.grammar import SceneBatch, SceneGrammar, load_grammar
@@ -218,18 +219,6 @@ def task_surrogate(gen, prior, cfg, epoch, explore, baseline, reward_fn):
     return reinforce(rewards, log_probs, baseline), rewards
 
 
-def reinforce(rewards: list[float], log_probs: list[torch.Tensor], baseline: float | None) -> torch.Tensor:
-    """The score-function surrogate: -(R - b) log p(candidate), averaged; b is the moving baseline
-    (the candidates' mean reward on the first step). Its gradient is the REINFORCE estimate."""
-    b = baseline if baseline is not None else float(np.mean(rewards))
-    return -sum((r - b) * lp for r, lp in zip(rewards, log_probs, strict=True)) / len(rewards)
-
-
-def moving_baseline(baseline: float | None, rewards: list[float], momentum: float) -> float:
-    mean = float(np.mean(rewards))
-    return mean if baseline is None else momentum * baseline + (1 - momentum) * mean
-
-
 def plot_curves(history: list[dict], target: SceneGrammar, path: Path) -> None:
     import matplotlib
 
@@ -278,26 +267,6 @@ def _sample_grids(prior, target, gen, out: Path, seed: int) -> None:
         save_grid(render(gen(batch), prior).images, out / "samples_learned.png", title="learned generator")
     t = with_split(target, "val")
     save_grid(render(t.sample(64, seed + 999), t).images, out / "samples_target.png", title=f"target: {target.name}")
-
-
-def load_generator(path: str | Path):
-    """A generator saved by `train_metasim` (or `save_aerial_run`), with the prior grammar it reads."""
-    from datarena.scenes.grammar import parse_grammar
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"generator file {path} does not exist (expected generator.pt from `datarena metasim train`).")
-    blob = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(blob, dict) or "state_dict" not in blob:
-        raise ConfigError(f"{path} is not a datarena Meta-Sim generator.")
-    if blob.get("kind") == "scene_graph":  # a graph generator (aerial): its own loader
-        from datarena.metasim.aerial import load_graph_generator
-
-        return load_graph_generator(blob, str(path))
-    gen = SceneGenerator(blob["canvas"], class_conditional=blob.get("class_conditional", False))
-    gen.load_state_dict(blob["state_dict"])
-    gen.eval()
-    return gen, parse_grammar(blob["prior"], f"prior stored in {path}")
 
 
 def summarise(result: MetaSimResult) -> str:

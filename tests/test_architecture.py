@@ -1,0 +1,114 @@
+"""The shape of the code: no import circles in src/, lower layers never reach up to the server
+or the CLI, domain modules raise domain errors (no HTTP status codes)."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parent.parent / "src"
+PKG = SRC / "datarena"
+EDGES = ("datarena.server", "datarena.cli", "datarena.demo")  # the layers that serve users
+LOWER = ("data", "scenes", "evaluate", "metasim", "underspec", "jobs", "diffusion", "errors", "db", "seeding",
+         "progress")
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for p in PKG.rglob("*.py"):
+        rel = p.relative_to(SRC).with_suffix("")
+        out[".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)] = p
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the datarena modules it imports, anywhere in it (lazy imports in functions
+    included; `if TYPE_CHECKING:` blocks left out, they never run)."""
+    mods = _modules()
+
+    def resolve(name: str) -> str | None:
+        while name and name not in mods:
+            name = name.rsplit(".", 1)[0] if "." in name else ""
+        return name or None
+
+    graph = {}
+    for name, path in mods.items():
+        tree = ast.parse(path.read_text())
+        skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+                for n in ast.walk(node)}
+        deps = set()
+        for node in ast.walk(tree):
+            if id(node) in skip:
+                continue
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("datarena"):
+                targets = [resolve(f"{node.module}.{a.name}") for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [resolve(a.name) for a in node.names if a.name.startswith("datarena")]
+            else:
+                continue
+            deps |= {t for t in targets if t and t != name}
+        graph[name] = deps
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_circles():
+    graph = import_graph()
+    assert len(graph) > 50
+    assert cycles(graph) == []
+
+
+def test_the_detector_sees_a_circle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_lower_layers_never_import_the_server_or_the_cli():
+    graph = import_graph()
+    offenders = {m: sorted(d for d in deps if d.startswith(EDGES)) for m, deps in graph.items()
+                 if m.split(".")[1:2] and m.split(".")[1] in LOWER}
+    assert {m: d for m, d in offenders.items() if d} == {}
+
+
+def test_domain_modules_carry_no_http_status_codes():
+    """Domain code raises Invalid / NotFound / ...; only the app maps them to status codes."""
+    allowed = {PKG / "server" / "app.py"}
+    found = []
+    for path in PKG.rglob("*.py"):
+        if path in allowed:
+            continue
+        text = path.read_text()
+        if re.search(r"\bApiError\b|HTTPException|status_code=4\d\d", text):
+            found.append(str(path.relative_to(SRC)))
+    assert found == []
