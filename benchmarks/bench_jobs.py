@@ -23,11 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from datarena.jobs.builtin import noop_job  # noqa: E402
-from datarena.jobs.runner import JobContext  # noqa: E402
-from tests.test_jobs import Cluster, _port_open  # noqa: E402
+from datarena.jobs.builtin import noop_job
+from datarena.jobs.runner import JobContext
+from datarena.testing.cluster import Cluster
+from datarena.testing.cluster import port_open as _port_open
 
 
 def inline_seconds(n: int) -> float:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import uuid
 from pathlib import Path
 
 import pytest
@@ -37,8 +39,6 @@ def artifacts() -> Path:
 
 # ---------------------------------------------------------------- server fixtures
 
-import shutil  # noqa: E402
-import uuid  # noqa: E402
 
 SERVER_EXERCISES = ["00", "01", "04"]
 
