@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -122,25 +123,33 @@ def _drop_postgres(url: str) -> None:
     conn.close()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"], scope="module")
-def backend(request, tmp_path_factory, phase_data_cache):
-    """(arena, url) of a running server on a fresh database of each backend."""
+@contextmanager
+def serving(backend: str, make_spec):
+    """(arena, url): the challenge `make_spec(database_url)` served over HTTP on a fresh database of
+    `backend` ("sqlite", or "postgresql", skipped when PostgreSQL is not reachable); dropped after."""
     from datarena.server.arena import Arena
     from datarena.server.runner import BackgroundServer
 
-    data_dir = tmp_path_factory.mktemp(f"arena-{request.param}")
-    install_phase_cache(phase_data_cache, data_dir)
     db_url = None
-    if request.param == "postgresql":
+    if backend == "postgresql":
         db_url = _postgres_url()
         if db_url is None:
             pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432 (user postgres, database test)")
-    arena = Arena(fast_challenge(data_dir, db_url))
+    arena = Arena(make_spec(db_url))
     arena.start(progress=False)
-    server = BackgroundServer(arena)
-    url = server.__enter__()
-    yield arena, url
-    server.__exit__(None, None, None)
-    arena.engine.dispose()
-    if db_url:
-        _drop_postgres(db_url)
+    try:
+        with BackgroundServer(arena) as url:
+            yield arena, url
+    finally:
+        arena.engine.dispose()
+        if db_url:
+            _drop_postgres(db_url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"], scope="module")
+def backend(request, tmp_path_factory, phase_data_cache):
+    """(arena, url) of a running server on a fresh database of each backend."""
+    data_dir = tmp_path_factory.mktemp(f"arena-{request.param}")
+    install_phase_cache(phase_data_cache, data_dir)
+    with serving(request.param, lambda db_url: fast_challenge(data_dir, db_url)) as served:
+        yield served

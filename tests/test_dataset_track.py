@@ -26,7 +26,7 @@ from datarena.data.segmentation import make_voc_dirs, write_pair
 from datarena.server.arena import Arena
 from datarena.server.client import ArenaClient, ArenaError
 from datarena.server.runner import BackgroundServer
-from tests.conftest import _drop_postgres, _postgres_url, fast_challenge
+from tests.conftest import fast_challenge, serving
 from tests.test_jobs import REDIS, _port_open
 from tests.test_server import new_team
 
@@ -79,18 +79,8 @@ def wait_scored(c: ArenaClient, job_id: int) -> dict:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def served(request, tmp_path, scenes):
-    db_url = None
-    if request.param == "postgresql":
-        db_url = _postgres_url()
-        if db_url is None:
-            pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432 (user postgres, database test)")
-    arena = Arena(challenge(tmp_path, scenes, db_url))
-    arena.start(progress=False)
-    with BackgroundServer(arena) as url:
-        yield arena, url
-    arena.engine.dispose()
-    if db_url:
-        _drop_postgres(db_url)
+    with serving(request.param, lambda db_url: challenge(tmp_path, scenes, db_url)) as served:
+        yield served
 
 
 def test_upload_is_scored_and_ranked(served, scenes, tmp_path):

@@ -11,11 +11,9 @@ import numpy as np
 import pytest
 
 from datarena.data.segmentation import make_voc_dirs, write_pair
-from datarena.server.arena import Arena
 from datarena.server.client import ArenaClient
-from datarena.server.runner import BackgroundServer
 from datarena.testing.fuzz import fuzz_api
-from tests.conftest import _drop_postgres, _postgres_url, fast_challenge, install_phase_cache
+from tests.conftest import fast_challenge, install_phase_cache, serving
 
 EXAMPLES = int(os.environ.get("DATARENA_FUZZ_EXAMPLES", "8"))  # per operation, mode and identity
 
@@ -33,23 +31,13 @@ def fuzz_challenge(data_dir, db_url=None):
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def fuzz_server(request, tmp_path_factory, phase_data_cache):
-    db_url = None
-    if request.param == "postgresql":
-        db_url = _postgres_url()
-        if db_url is None:
-            pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432 (user postgres, database test)")
     data_dir = tmp_path_factory.mktemp(f"fuzz-{request.param}")
     install_phase_cache(phase_data_cache, data_dir)
-    arena = Arena(fuzz_challenge(data_dir, db_url))
-    arena.start(progress=False)
-    with BackgroundServer(arena) as url:
+    with serving(request.param, lambda db_url: fuzz_challenge(data_dir, db_url)) as (arena, url):
         team = ArenaClient(url, f"fz{uuid.uuid4().hex[:8]}", "correct horse battery")
         team.register()
         arena.validate_team(team.username)
         yield url, team
-    arena.engine.dispose()
-    if db_url:
-        _drop_postgres(db_url)
 
 
 @pytest.mark.parametrize("identity", ["anonymous", "team"])

@@ -29,7 +29,7 @@ from datarena.server.client import ArenaClient
 from datarena.server.models import Team, Token
 from datarena.server.runner import BackgroundServer
 from datarena.testing import hostile
-from tests.conftest import _drop_postgres, _postgres_url, fast_challenge, install_phase_cache
+from tests.conftest import fast_challenge, install_phase_cache, serving
 
 PASSWORD = "correct horse battery"
 BIG = 2**63  # one past the largest database id
@@ -54,20 +54,10 @@ def test_set(tmp_path_factory):
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def served(request, tmp_path_factory, phase_data_cache, test_set):
-    db_url = None
-    if request.param == "postgresql":
-        db_url = _postgres_url()
-        if db_url is None:
-            pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432 (user postgres, database test)")
     data_dir = tmp_path_factory.mktemp(f"hard-{request.param}")
     install_phase_cache(phase_data_cache, data_dir)
-    arena = Arena(_challenge(data_dir, test_set, db_url))
-    arena.start(progress=False)
-    with BackgroundServer(arena) as url:
-        yield arena, url
-    arena.engine.dispose()
-    if db_url:
-        _drop_postgres(db_url)
+    with serving(request.param, lambda db_url: _challenge(data_dir, test_set, db_url)) as served:
+        yield served
 
 
 def _team(arena, url, validated=True) -> ArenaClient:
