@@ -31,9 +31,9 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from datarena.client import ArenaClient
 from datarena.data.segmentation import make_voc_dirs, write_pair
 from datarena.server.arena import Arena
-from datarena.server.client import ArenaClient
 from datarena.server.config import ChallengeSpec
 from datarena.server.runner import BackgroundServer
 from datarena.testing import hostile

@@ -11,7 +11,7 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 PKG = SRC / "datarena"
 EDGES = ("datarena.server", "datarena.cli", "datarena.demo")  # the layers that serve users
 LOWER = ("data", "scenes", "evaluate", "metasim", "underspec", "jobs", "diffusion", "errors", "db", "seeding",
-         "progress")
+         "progress", "commitments", "client")
 
 
 def _modules() -> dict[str, Path]:
@@ -99,6 +99,14 @@ def test_lower_layers_never_import_the_server_or_the_cli():
     offenders = {m: sorted(d for d in deps if d.startswith(EDGES)) for m, deps in graph.items()
                  if m.split(".")[1:2] and m.split(".")[1] in LOWER}
     assert {m: d for m, d in offenders.items() if d} == {}
+
+
+def test_the_participant_side_needs_no_server():
+    """`datarena.client` (what a participant runs) imports nothing of the server or the CLI."""
+    graph = import_graph()
+    reach = {m: sorted(d for d in deps if d.startswith(EDGES)) for m, deps in graph.items()
+             if m.startswith("datarena.client")}
+    assert reach and all(not d for d in reach.values()), reach
 
 
 def test_domain_modules_carry_no_http_status_codes():

@@ -22,9 +22,9 @@ import httpx
 import numpy as np
 import pytest
 
+from datarena.client import ArenaClient, ArenaError
 from datarena.data.segmentation import make_voc_dirs, write_pair
 from datarena.server.arena import Arena
-from datarena.server.client import ArenaClient, ArenaError
 from datarena.server.runner import BackgroundServer
 from tests.conftest import fast_challenge, serving
 from tests.test_jobs import REDIS, _port_open

@@ -10,8 +10,8 @@ import uuid
 import numpy as np
 import pytest
 
+from datarena.client import ArenaClient
 from datarena.data.segmentation import make_voc_dirs, write_pair
-from datarena.server.client import ArenaClient
 from datarena.testing.fuzz import fuzz_api
 from tests.conftest import fast_challenge, install_phase_cache, serving
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from sqlalchemy import select, update
 
+from datarena.client import ArenaClient
 from datarena.data.archives import ArchiveError, Limits, unpack_safely
 from datarena.data.segmentation import (
     DatasetRules,
@@ -25,7 +26,6 @@ from datarena.data.segmentation import (
 )
 from datarena.db import utcnow
 from datarena.server.arena import Arena
-from datarena.server.client import ArenaClient
 from datarena.server.models import Team, Token
 from datarena.server.runner import BackgroundServer
 from datarena.testing import hostile

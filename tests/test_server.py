@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from datarena.server.client import ArenaClient, ArenaError
+from datarena.client import ArenaClient, ArenaError
 
 PASSWORD = "correct horse battery"
 

@@ -20,9 +20,9 @@ DEMO_SERVER_SECRET = hashlib.sha256(b"datarena demo server secret (published: no
 
 def run_demo(out: Path, seed: int = 42, console: Console | None = None, linger: float = 0.0,
              solver: str = "divdis", restarts: int = 2) -> dict:
+    from datarena.client import ArenaClient, ServerOracle
     from datarena.data.bundle import read_bundle
     from datarena.server.arena import Arena
-    from datarena.server.client import ArenaClient, ServerOracle
     from datarena.server.config import ChallengeSpec
     from datarena.server.runner import BackgroundServer
     from datarena.underspec.solvers import TrainConfig, solve
@@ -93,9 +93,9 @@ def example_dataset_track() -> dict:
 
 def dataset_round(arena, url: str, out: Path, console: Console) -> list[dict]:
     """Two teams submit datasets to the example track; the server's embedded worker scores both."""
+    from datarena.client import ArenaClient
     from datarena.scenes.grammar import load_grammar
     from datarena.scenes.writers import write_scenes
-    from datarena.server.client import ArenaClient
 
     track = arena.tracks["scenes"]
     console.rule(f"5. dataset track '{track.id}': two teams submit digit-scene datasets, the server trains "

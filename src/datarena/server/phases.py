@@ -16,8 +16,6 @@ check afterwards that the organisers did not change them. So:
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import secrets
 import time
@@ -27,12 +25,17 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from datarena.commitments import (
+    SECRET_BYTES,
+    commitment,
+    generation_seed,
+    phase_secret,
+)
 from datarena.db import utcnow
 from datarena.errors import Busy, ConfigError, DatarenaError, Forbidden, NotFound
 from datarena.server.models import Phase
 
 SECRET_FILE = "server-secret"
-SECRET_BYTES = 32
 PHASE_CACHE_S = 1.0  # a phase opened by another process is seen within this delay
 
 
@@ -58,32 +61,6 @@ def load_or_create_server_secret(path: str | os.PathLike) -> bytes:
                           f"restore it from a backup, or delete it before the first phase is opened.")
     if os.name == "posix" and path.stat().st_mode & 0o077:
         os.chmod(path, 0o600)
-    return raw
-
-
-def phase_secret(server_secret: bytes, number: int, seed: int) -> str:
-    """The secret of phase `number` opened with the organiser's `seed` (64 hex digits)."""
-    message = f"datarena phase {int(number)} seed {int(seed)}".encode()
-    return hmac.new(server_secret, message, hashlib.sha256).hexdigest()
-
-
-def commitment(secret_hex: str) -> str:
-    """What is shown while the phase runs: sha256 of the phase secret's bytes."""
-    return hashlib.sha256(parse_secret(secret_hex)).hexdigest()
-
-
-def generation_seed(secret_hex: str) -> int:
-    """The seed the phase's exercises are generated with (a 256-bit integer)."""
-    return int.from_bytes(parse_secret(secret_hex), "big")
-
-
-def parse_secret(secret_hex: str) -> bytes:
-    try:
-        raw = bytes.fromhex(secret_hex.strip())
-    except ValueError:
-        raw = b""
-    if len(raw) != SECRET_BYTES:
-        raise ConfigError(f"a phase secret is {SECRET_BYTES * 2} hex digits, got {secret_hex[:80]!r}.")
     return raw
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import httpx
 import yaml
 
+from datarena import commitments as phases
 from datarena.data.checksums import sha256_file
 from datarena.errors import DatarenaError
-from datarena.server import phases
 
 CHECKED_PUBLIC = ("X_labeled.npy", "y_labeled.npy", "X_unlabeled.npy", "X_val.npy", "meta.json")
 

@@ -1,0 +1,5 @@
+"""`python -m datarena.cli`."""
+
+from datarena.cli import main
+
+main()
