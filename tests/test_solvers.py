@@ -210,3 +210,20 @@ def test_client_path_against_running_server(tmp_path, phase_data_cache):
         assert got["accuracy"] >= 0.95
         row = next(r for r in client.leaderboard()["rows"] if r["team"] == "solver_team")
         assert row["exercises"]["00"] == {"score": got["accuracy"], "submitted": True}
+        # the same through `datarena solve ID --server URL --submit` (reveals, files, submission)
+        import json
+
+        from typer.testing import CliRunner
+
+        from datarena.cli import app
+
+        other = ArenaClient(url, "cli_solver", "solver password")
+        other.register()
+        arena.validate_team("cli_solver")
+        run = CliRunner().invoke(app, ["solve", "00", "--server", url, "--team", "cli_solver", "--password",
+                                       "solver password", "--submit", "--seed", "1", "--out", str(tmp_path / "cli")])
+        assert run.exit_code == 0, run.output
+        report = json.loads(next((tmp_path / "cli").glob("*_report.json")).read_text())
+        assert report["submission"]["accuracy"] >= 0.95 and len(other.reveals("00")) == len(report["reveals"])
+        row = next(r for r in other.leaderboard()["rows"] if r["team"] == "cli_solver")
+        assert row["exercises"]["00"]["submitted"] is True

@@ -105,13 +105,11 @@ def solve_cmd(
     out: Path = typer.Option(Path("solve-out"), "--out", help="Where labels, report and saliency PNG go."),
 ) -> None:
     """Solve one exercise with at most 5 revealed labels; write labels.csv and a saliency PNG."""
-    import json
-
     from datarena.data.bundle import read_bundle
-    from datarena.underspec import score
-    from datarena.underspec.solvers import LocalOracle, solve
-    from datarena.underspec.solvers.disambiguate import SUBMIT_CONFIDENCE
+    from datarena.underspec.solvers import LocalOracle
+    from datarena.underspec.solvers.report import solve_and_report
 
+    submit_fn = None
     if server:
         from datarena.client import ArenaClient, ServerOracle
 
@@ -120,28 +118,20 @@ def solve_cmd(
         client = ArenaClient(server, team, password)
         bundle = read_bundle(client.download(exercise, out / "downloads"), hidden=False)
         the_oracle = ServerOracle(client, exercise)
+        if submit:
+            def submit_fn(labels):
+                return client.submit(exercise, labels)
     else:
         if oracle != "local":
             raise DatarenaError(f"unknown oracle {oracle!r}; use --oracle local or --server URL.")
         bundle = read_bundle(exercise)
         the_oracle = LocalOracle(bundle.y_target)
-    result = solve(bundle, solver, the_oracle, seed=seed, out_dir=out)
-    out.mkdir(parents=True, exist_ok=True)
-    labels_path = out / f"{bundle.dirname}_{solver}_labels.csv"
-    labels_path.write_text("\n".join(map(str, result.labels.tolist())) + "\n")
-    report = result.summary() | {"reveals": result.reveals, "labels": str(labels_path),
-                                 "saliency_png": str(result.saliency_png)}
-    if bundle.y_target is not None:
-        report["score"] = score(bundle, result.labels)
-    if server and submit and result.recommend_submit:
-        report["submission"] = client.submit(exercise, result.labels)
-    (out / f"{bundle.dirname}_{solver}_report.json").write_text(json.dumps(report, indent=2, default=str))
-    verdict = "submit" if result.recommend_submit else (
-        f"abstain (submitting needs an estimate of at least {result.default_score:g} and "
-        f"P(accuracy >= default) of at least {SUBMIT_CONFIDENCE:g})")
-    console.print(f"{bundle.dirname} {solver}: {len(result.reveals)} reveals, estimated accuracy "
-                  f"{result.estimated_accuracy:.3f}, P(accuracy >= default {result.default_score:g}) "
-                  f"{result.p_beats_default:.2f} -> {verdict}; {result.seconds:.1f}s")
-    if "score" in report:
-        console.print(f"  true target accuracy {report['score']['accuracy']:.3f}, worst group {report['score']['worst_group_accuracy']:.3f}")
-    console.print(f"  labels: {labels_path}\n  saliency: {result.saliency_png}")
+    done = solve_and_report(bundle, solver, the_oracle, out, seed=seed, submit=submit_fn)
+    r = done.result
+    console.print(f"{bundle.dirname} {solver}: {len(r.reveals)} reveals, estimated accuracy "
+                  f"{r.estimated_accuracy:.3f}, P(accuracy >= default {r.default_score:g}) "
+                  f"{r.p_beats_default:.2f} -> {done.verdict()}; {r.seconds:.1f}s")
+    if "score" in done.report:
+        s = done.report["score"]
+        console.print(f"  true target accuracy {s['accuracy']:.3f}, worst group {s['worst_group_accuracy']:.3f}")
+    console.print(f"  labels: {done.labels_path}\n  saliency: {r.saliency_png}")
