@@ -33,7 +33,7 @@ def test_register_submit_and_see_leaderboard(browser, tmp_path, phase_data_cache
     install_phase_cache(phase_data_cache, tmp_path)
     arena = Arena(fast_challenge(tmp_path))
     arena.start(progress=False)
-    y = arena.exercise(arena.phases()[-1], "00").hidden()[0]
+    y = arena.labels.exercise(arena.phases()[-1], "00").hidden()[0]
     csv_path = tmp_path / "answer.csv"
     csv_path.write_text("\n".join(map(str, y.tolist())) + "\n")
     with BackgroundServer(arena) as url:

@@ -189,7 +189,7 @@ def private_strings(arena: Arena) -> set[str]:
     """Values that describe how the answers were made; none may appear in anything served."""
     phase = arena.phases()[-1]
     found = set()
-    for e in arena.exercises(phase):
+    for e in arena.labels.exercises(phase):
         meta = json.loads((e.private_dir / "meta.json").read_text())
         if meta["generator"] not in e.name:  # "mnist_cc" or "sum" are also the public names
             found.add(meta["generator"])
@@ -257,7 +257,7 @@ def serve(tmp_path, monkeypatch, leak: str | None, exercises: list[str]):
 
 def truth_of(arena: Arena) -> dict[str, np.ndarray]:
     phase = arena.phases()[-1]
-    return {e.id: e.hidden()[0] for e in arena.exercises(phase)}
+    return {e.id: e.hidden()[0] for e in arena.labels.exercises(phase)}
 
 
 def run_attacks(arena: Arena) -> tuple[dict[str, dict[str, tuple[int, int]]], set[str]]:

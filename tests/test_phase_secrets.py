@@ -92,8 +92,8 @@ def test_reveal_seed_and_verify_phase_end_to_end(tmp_path, phase_data_cache):
 
         arena.register("verifier", "correct horse battery")
         arena.validate_team("verifier")
-        y = arena.exercise(arena.phases()[0], "00").hidden()[0]
-        arena.submit(arena.login("verifier", "correct horse battery"), "00", ("\n".join(map(str, y)) + "\n").encode())
+        y = arena.labels.exercise(arena.phases()[0], "00").hidden()[0]
+        arena.labels.submit(arena.login("verifier", "correct horse battery"), "00", ("\n".join(map(str, y)) + "\n").encode())
         assert shown["commitment"] in arena.export_results()
         with arena.Session() as s:  # the phase closes
             s.get(Phase, 1).ends_at = utcnow() - timedelta(minutes=1)
@@ -113,7 +113,7 @@ def test_reveal_seed_and_verify_phase_end_to_end(tmp_path, phase_data_cache):
         assert "verified" in ok.stdout and "MISMATCH" not in ok.stdout
         # the regenerated hidden labels are the server's, byte for byte
         regen = np.load(tmp_path / "w" / "regenerated" / "private" / "01_mnist_cc" / "y_val.npy")
-        assert np.array_equal(regen, arena.exercise(arena.phases()[0], "01").hidden()[0])
+        assert np.array_equal(regen, arena.labels.exercise(arena.phases()[0], "01").hidden()[0])
 
         # a file that differs from what the secret gives is caught
         bad = downloads / "04_mnist_uniform_color_random_row" / "X_val.npy"

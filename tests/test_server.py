@@ -29,7 +29,7 @@ def new_team(arena, url, validated=True) -> ArenaClient:
 def hidden(arena, ex):
     with arena.Session() as s:
         phase = arena.current_phase(s)
-    return arena.exercise(phase, ex).hidden()
+    return arena.labels.exercise(phase, ex).hidden()
 
 
 def as_csv(labels) -> bytes:
@@ -105,7 +105,7 @@ def test_reveal_budget_semantics(backend):
 def test_reveal_rejections_use_no_budget(backend):
     arena, url = backend
     c = new_team(arena, url)
-    n = arena.exercise(arena.phases()[-1], "01").n_target
+    n = arena.labels.exercise(arena.phases()[-1], "01").n_target
     for ex, datum, status in (("77", 0, 404), ("01", n, 404), ("01", -1, 404), ("01", "abc", 422)):
         r = httpx.post(f"{url}/api/exercises/{ex}/reveal", json={"datum_id": datum}, headers={"Authorization": f"Bearer {c.token}"})
         assert r.status_code == status, (ex, datum, r.text)

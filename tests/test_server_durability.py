@@ -53,7 +53,7 @@ def test_kill_mid_load_loses_nothing_acknowledged(tmp_path, phase_data_cache):
     challenge = write_challenge(tmp_path, phase_data_cache)
     arena = Arena(load_challenge(challenge))
     arena.start(progress=False)
-    y = {e: arena.exercise(arena.phases()[-1], e).hidden()[0] for e in SERVER_EXERCISES}
+    y = {e: arena.labels.exercise(arena.phases()[-1], e).hidden()[0] for e in SERVER_EXERCISES}
     teams = [f"team{i}" for i in range(12)]
     for t in teams:
         arena.register(t, PASSWORD)
@@ -144,9 +144,9 @@ def test_admin_cli(tmp_path, phase_data_cache):
     arena._tokens.clear()
     with pytest.raises(Unauthorized):
         arena.team_for_token(token)
-    y = arena.exercise(arena.phases()[-1], "00").hidden()[0]
+    y = arena.labels.exercise(arena.phases()[-1], "00").hidden()[0]
     arena.validate_team("cli_team")  # refresh object state
-    arena.submit(arena.login("cli_team", PASSWORD), "00", ("\n".join(map(str, y)) + "\n").encode())
+    arena.labels.submit(arena.login("cli_team", PASSWORD), "00", ("\n".join(map(str, y)) + "\n").encode())
     export = run("export-results", "--out", str(tmp_path / "res.csv"))
     assert export.returncode == 0
     text = (tmp_path / "res.csv").read_text().splitlines()

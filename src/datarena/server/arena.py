@@ -27,11 +27,10 @@ from datarena.server.organiser import OrganiserMixin
 from datarena.server.phases import PhasesMixin
 from datarena.server.teams import TeamRef, TeamsMixin
 from datarena.server.tracks import Track, track_class
-from datarena.server.tracks.labels import LabelsTrack, RevealResult
 
 WRITE_RETRIES = 20
 
-__all__ = ["Arena", "RevealResult", "TeamRef"]
+__all__ = ["Arena", "TeamRef"]
 
 
 class Arena(TeamsMixin, PhasesMixin, OrganiserMixin):
@@ -50,10 +49,10 @@ class Arena(TeamsMixin, PhasesMixin, OrganiserMixin):
         self.tracks: dict[str, Track] = {t.id: track_class(t.kind)(self, t) for t in spec.tracks}
 
     @property
-    def labels(self) -> LabelsTrack:
+    def labels(self) -> Track:
         """The exercise-suite track (the first labels track; challenges without `tracks:` have one)."""
         for t in self.tracks.values():
-            if isinstance(t, LabelsTrack):
+            if t.kind == "labels":
                 return t
         raise NotFound("this challenge has no labels track (exercises); see /api/tracks.")
 
@@ -75,24 +74,3 @@ class Arena(TeamsMixin, PhasesMixin, OrganiserMixin):
                     s.rollback()
                     time.sleep(0.002 * (i + 1))
         raise Busy("the server is busy; retry the request.")
-
-    # ---- the labels track's operations, under the names clients and tests have always used
-
-    def exercise(self, phase: Phase, exercise_id: str | int):
-        return self.labels.exercise(phase, exercise_id)
-
-    def exercises(self, phase: Phase):
-        return self.labels.exercises(phase)
-
-    def reveal(self, team: TeamRef, exercise_id: str | int, datum_id: object) -> RevealResult:
-        return self.labels.reveal(team, exercise_id, datum_id)
-
-    def reveals_of(self, team: TeamRef, phase: Phase, info) -> list[dict]:
-        return self.labels.reveals_of(team, phase, info)
-
-    def submit(self, team: TeamRef, exercise_id: str | int, data: bytes) -> dict:
-        return self.labels.submit(team, exercise_id, data)
-
-    def leaderboard(self, phase_id: int | None = None) -> dict:
-        return self.labels.leaderboard(phase_id)
-
