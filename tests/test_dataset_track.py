@@ -98,7 +98,10 @@ def test_upload_is_scored_and_ranked(served, scenes, tmp_path):
     assert rows[a.username]["miou"] == pytest.approx(ja["result"]["miou"])
     assert rows[a.username]["server_checksum"] == ja["result"]["model_sha256"]
     assert rows[a.username]["declared_checksum"] == declared  # both checksums are shown
-    assert [r["rank"] for r in board["rows"]] == [1, 2]
+    for r in board["rows"]:  # every score carries its 95 % interval; ranks are rank groups
+        assert r["miou_low"] <= r["miou"] <= r["miou_high"] and r["seeds"] == 1
+        assert r["rank"] == 1 + sum(o["miou_low"] > r["miou_high"] for o in board["rows"])
+    assert board["rows"][0]["rank"] == 1
     assert rows[b.username]["miou"] == pytest.approx(jb["result"]["miou"])
     assert board["rows"][0]["miou"] >= board["rows"][1]["miou"]
     mine = a.dataset_submissions("scenes")
@@ -112,6 +115,8 @@ def test_upload_is_scored_and_ranked(served, scenes, tmp_path):
     assert other.status_code == 404
     page = httpx.get(f"{url}/tracks/scenes", headers={"accept": "text/html"}).text
     assert a.username in page and declared[:12] in page
+    assert f"[{rows[a.username]['miou_low']:.4f}, {rows[a.username]['miou_high']:.4f}]" in page
+    assert "95 % interval" in arena.export_results()
     assert "scenes" in arena.export_results() and f"{ja['result']['miou']}" in arena.export_results()
     # the private test set is never served in the scored protocol
     assert httpx.get(f"{url}/api/tracks/scenes/test-set.zip").status_code == 403

@@ -118,13 +118,16 @@ def dataset_round(arena, url: str, out: Path, console: Console) -> list[dict]:
         job = client.wait_for_job(job_id, poll_s=1.0)
         if job["state"] != "finished":
             raise RuntimeError(f"scoring {name}'s dataset {job['state']}: {job['error']}")
-        console.print(f"  {name} ({grammar}): mIoU {job['result']['miou']:.4f} "
-                      f"(waited {time.perf_counter() - t0:.0f} s)")
+        r = job["result"]
+        console.print(f"  {name} ({grammar}): mIoU {r['miou']:.4f}, 95 % interval [{r['miou_low']:.4f}, "
+                      f"{r['miou_high']:.4f}] (waited {time.perf_counter() - t0:.0f} s)")
         results.append({"team": name, "grammar": grammar, "miou": job["result"]["miou"]})
     board = arena.tracks[track.id].leaderboard()
-    lb = Table("rank", "team", "mIoU", "server checksum")
+    lb = Table("rank", "team", "mIoU", "95 % interval", "server checksum")
     for r in board["rows"]:
-        lb.add_row(str(r["rank"]), r["team"], f"{r['miou']:.4f}", r["server_checksum"][:16])
+        lb.add_row(str(r["rank"]), r["team"], f"{r['miou']:.4f}", f"[{r['miou_low']:.4f}, {r['miou_high']:.4f}]",
+                   r["server_checksum"][:16])
     console.print(lb)
+    console.print("teams share a rank when no 95 % interval separates their scores (docs/evaluator.md)")
     console.print(f"track page: {url}{track.url()}")
     return results

@@ -59,6 +59,7 @@ def evaluate_train(
     crop_size: int = typer.Option(None, "--crop-size", help="Override the crop size."),
     backbone: str = typer.Option(None, "--backbone", help="resnet18, resnet34, resnet50 or resnet101."),
     seed: int = typer.Option(None, "--seed", help="Training seed."),
+    seeds: int = typer.Option(None, "--seeds", help="Training seeds the score averages (its interval adds their spread)."),
     weights: Path = typer.Option(None, "--backbone-weights", help="Local ImageNet ResNet state_dict (nothing is downloaded)."),
     pretrained: str = typer.Option(None, "--pretrained", help="Backbone start: imagenet (torchvision's file, the syntagen default), digits (a cached digit-pretrained trunk) or none (random, on purpose)."),
     class_weights: str = typer.Option(None, "--class-weights", help="Loss weights: uniform (the protocol) or balanced (median-frequency)."),
@@ -71,7 +72,7 @@ def evaluate_train(
     from datarena.evaluate.train import budget_from, score_dataset, train_dataset
 
     b = budget_from(budget, iterations=iterations, batch_size=batch_size, crop_size=crop_size, backbone=backbone, seed=seed,
-                  pretrained=pretrained, class_weights=class_weights)
+                  seeds=seeds, pretrained=pretrained, class_weights=class_weights)
     validate = "skip" if no_validate else "strict"
     if test is None:
         report, _ = train_dataset(dataset, b, out, resume=resume, backbone_weights=weights, device=device, validate=validate)
@@ -96,7 +97,9 @@ def _print_scores(report: dict) -> None:
     for name, iou in report["per_class_iou"].items():
         table.add_row(name, "-" if iou is None else f"{iou:.3f}")
     console.print(table)
-    console.print(f"mIoU {report['miou']:.4f}  pixel accuracy {report['pixel_accuracy']:.4f}")
+    spread = "seeds and test images" if report.get("seed_spread_included") else "test images only (one seed)"
+    console.print(f"mIoU {report['miou']:.4f}, 95 % interval [{report['miou_low']:.4f}, {report['miou_high']:.4f}] "
+                  f"({spread})  pixel accuracy {report['pixel_accuracy']:.4f}")
 
 
 @evaluate_app.command("score")

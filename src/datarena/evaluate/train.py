@@ -66,6 +66,9 @@ class Budget(BaseModel):
     scale_min: float = Field(0.5, gt=0)
     scale_max: float = Field(2.0, gt=0)
     seed: int = 0
+    # training seeds a score averages (seed, seed + 1, ...); its interval adds their spread to
+    # the bootstrap over test images (datarena.evaluate.uncertainty)
+    seeds: int = Field(1, ge=1, le=10)
     checkpoint_every: int = Field(500, ge=1)
 
 
@@ -328,16 +331,21 @@ def resize_for_eval(image: np.ndarray, mask: np.ndarray, eval_size: int | None) 
 
 def evaluate_segmentation(model: torch.nn.Module, testset, num_classes: int, device: str = "cpu",
                           overlay_path: str | Path | None = None, class_names: tuple[str, ...] | None = None,
-                          n_overlays: int = 6, eval_size: int | None = None) -> dict:
+                          n_overlays: int = 6, eval_size: int | None = None,
+                          per_image: list | None = None) -> dict:
     """mIoU, per-class IoU and pixel accuracy on the test images (shorter side eval_size, or native);
-    optionally a PNG of overlays."""
+    optionally a PNG of overlays. `per_image`, a list, receives each image's confusion matrix
+    (what the score's interval is bootstrapped from)."""
     model.eval()
     conf = np.zeros((num_classes, num_classes), dtype=np.int64)
     shown = []
     for i in range(len(testset)):
         image, mask = resize_for_eval(*testset[i], eval_size)
         pred = model(_to_tensor(image).to(device))["out"].argmax(1)[0].cpu().numpy()
-        conf += confusion_matrix(pred, mask, num_classes)
+        one = confusion_matrix(pred, mask, num_classes)
+        conf += one
+        if per_image is not None:
+            per_image.append(one)
         if len(shown) < n_overlays:
             shown.append((_as_rgb(image), mask, pred))
     scores = segmentation_scores(conf)
@@ -385,7 +393,7 @@ def train_dataset(dataset_path: str | Path, budget: Budget, out: str | Path, res
                   backbone_weights: str | Path | None = None, device: str = "cpu",
                   validate: Literal["strict", "skip"] = "strict", show_progress: bool = True,
                   on_progress: Callable[[int, int, dict], None] | None = None,
-                  overlays_from: Literal["test", "dataset"] = "test") -> tuple[dict, torch.nn.Module]:
+                  overlays_from: Literal["test", "dataset", "none"] = "test") -> tuple[dict, torch.nn.Module]:
     """Deadline 1: validate, train under the budget, write model.pt and report.json (checksum; no test set)."""
     from datarena.data.segmentation import DatasetRules, validate_segmentation
 
@@ -440,17 +448,27 @@ def load_model(model_path: str | Path, budget: Budget, device: str = "cpu",
 
 
 def score_model(model: torch.nn.Module, test_path: str | Path, budget: Budget, out: str | Path, device: str = "cpu",
-                overlays: bool = True) -> dict:
-    """Deadline 2: mIoU, per-class IoU and pixel accuracy of a trained model on the test set."""
+                overlays: bool = True, per_image: list | None = None) -> dict:
+    """Deadline 2: mIoU (with its 95 % interval over test images), per-class IoU and pixel accuracy
+    of a trained model on the test set."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     testset = load_segmentation(test_path)
+    confusions = [] if per_image is None else per_image
     scores = evaluate_segmentation(model, testset, budget.num_classes, device,
                                    out / "overlays.png" if overlays else None, _class_names(budget, testset),
-                                   eval_size=budget.eval_size)
+                                   eval_size=budget.eval_size, per_image=confusions)
+    interval = _interval([confusions], budget.num_classes)
     return {"test": str(test_path), "miou": scores["miou"], "pixel_accuracy": scores["pixel_accuracy"],
             "per_class_iou": scores["per_class"], "n_test_images": scores["n_test_images"],
-            "eval_size": budget.eval_size}
+            "eval_size": budget.eval_size, **{k: v for k, v in interval.items() if k != "miou"}}
+
+
+def _interval(per_seed: list[list[np.ndarray]], num_classes: int) -> dict:
+    from datarena.evaluate.uncertainty import score_interval
+
+    stacks = [np.stack(c) if c else np.zeros((0, num_classes, num_classes), np.int64) for c in per_seed]
+    return score_interval(stacks)
 
 
 def score_dataset(dataset_path: str | Path, test_path: str | Path, budget: Budget, out: str | Path,
@@ -460,11 +478,34 @@ def score_dataset(dataset_path: str | Path, test_path: str | Path, budget: Budge
                   overlays_from: Literal["test", "dataset"] = "test") -> dict:
     """Both deadlines at once: train (train_dataset), then score on the test set (score_model).
 
-    `overlays_from="dataset"` draws overlays.png on the scored dataset's own first images, never
-    on the test set (what a hosted challenge may show a team without leaking its test set).
+    With `budget.seeds` > 1 the training runs again with seeds seed + 1, ... (in out/seeds/K/);
+    the score is their mean mIoU, its interval adds their spread; `model_sha256` stays the first
+    seed's model (the one in out/). `overlays_from="dataset"` draws overlays.png on the scored
+    dataset's own first images, never on the test set (what a hosted challenge may show a team
+    without leaking its test set).
     """
+    total = budget.iterations * budget.seeds
+
+    def progress_of(k: int):
+        if on_progress is None:
+            return None
+        return lambda it, _total, info: on_progress(k * budget.iterations + it, total, info)
+
     trained, model = train_dataset(dataset_path, budget, out, resume, backbone_weights, device, validate,
-                                   show_progress, on_progress, overlays_from)
-    report = {**trained, **score_model(model, test_path, budget, out, device, overlays=overlays_from == "test")}
+                                   show_progress, progress_of(0), overlays_from)
+    confusions: list[list[np.ndarray]] = [[]]
+    scored = score_model(model, test_path, budget, out, device, overlays=overlays_from == "test",
+                         per_image=confusions[0])
+    seed_checksums = [trained["model_sha256"]]
+    for k in range(1, budget.seeds):
+        again = budget.model_copy(update={"seed": budget.seed + k})
+        extra, model_k = train_dataset(dataset_path, again, Path(out) / "seeds" / str(k), resume, backbone_weights,
+                                       device, "skip", show_progress, progress_of(k), "none")
+        confusions.append([])
+        score_model(model_k, test_path, again, Path(out) / "seeds" / str(k), device, overlays=False,
+                    per_image=confusions[-1])
+        seed_checksums.append(extra["model_sha256"])
+    report = {**trained, **scored, **_interval(confusions, budget.num_classes), "seeds": budget.seeds,
+              "model_sha256_seeds": seed_checksums}
     write_json(Path(out) / "report.json", report)
     return report

@@ -35,9 +35,10 @@ def score_dataset_job(payload: dict, ctx: JobContext) -> dict:
                            overlays_from=payload.get("overlays_from", "test"),
                            on_progress=lambda step, total, stats: ctx.progress(
                                step, total, f"iteration {step}/{total} loss {stats['loss']:.3f}", rate=stats["img_s"]))
-    keep = ("miou", "pixel_accuracy", "per_class_iou", "model_sha256", "iterations", "train_seconds",
-            "train_images_per_second", "n_pairs", "n_test_images", "backbone_sha256", "device", "torch",
-            "datarena_version")
+    keep = ("miou", "miou_low", "miou_high", "seeds", "seed_mious", "seed_spread_included", "std_test_images",
+            "std_seeds", "pixel_accuracy", "per_class_iou", "model_sha256", "model_sha256_seeds", "iterations",
+            "train_seconds", "train_images_per_second", "n_pairs", "n_test_images", "backbone_sha256", "device",
+            "torch", "datarena_version")
     return {**{k: report[k] for k in keep},
             "artefacts": {"report": str(out / "report.json"), "model": str(out / "model.pt"),
                           "overlays": str(out / "overlays.png")}}

@@ -61,7 +61,7 @@ from datarena.jobs.store import JobError
 from datarena.server import web
 from datarena.server.models import DatasetSubmission, Phase, Team
 from datarena.server.teams import TeamRef
-from datarena.server.tracks import Track, rank_rows
+from datarena.server.tracks import Track
 
 MAX_LISTED_PROBLEMS = 50
 MB = 1 << 20
@@ -341,6 +341,11 @@ class DatasetTrack(Track):
                "progress": job.as_json(private=False)["progress"] if job else None,
                "error": job.error if job else None,
                "miou": result["miou"] if result else None,
+               # the 95 % interval (datarena.evaluate.uncertainty); scores from before it existed have none
+               "miou_low": result.get("miou_low") if result else None,
+               "miou_high": result.get("miou_high") if result else None,
+               "seeds": result.get("seeds", 1) if result else None,
+               "seed_spread_included": result.get("seed_spread_included", False) if result else None,
                "per_class_iou": result["per_class_iou"] if result else None,
                "server_checksum": result["model_sha256"] if result else None,
                "verification": (vres or {"status": verify.state if verify else None,
@@ -372,7 +377,7 @@ class DatasetTrack(Track):
                 continue
             if name not in best or entry["miou"] > best[name]["miou"]:
                 best[name] = {"team": name, **entry}
-        ranked = rank_rows(list(best.values()), key=lambda r: (-r["miou"], r["team"]))
+        ranked = rank_in_groups(list(best.values()))
         return {"title": arena.spec.title, "track": self.info(), "phase": arena.phase_json(phase),
                 "rows": ranked, "pending": pending}
 
@@ -387,7 +392,10 @@ class DatasetTrack(Track):
             out.append({"phase": p.name, "commitment": p.commitment, "secret": p.revealed_secret, "track": self.id,
                         "team": name, "item": "dataset", "attempt": sub.slot, "score": e["miou"],
                         "worst_group_accuracy": None,
-                        "detail": f"{sub.n_pairs} pairs; {e['state']}; server {e['server_checksum'] or '-'}; "
+                        "detail": f"{sub.n_pairs} pairs; {e['state']}; "
+                                  + (f"95 % interval [{e['miou_low']:.4f}, {e['miou_high']:.4f}] over {e['seeds']} seed(s); "
+                                     if e["miou_low"] is not None else "")
+                                  + f"server {e['server_checksum'] or '-'}; "
                                   f"declared {sub.declared_checksum or '-'}; claimed {sub.claimed_score}; "
                                   f"verified {e['verification'].get('status') or '-'}",
                         "sha256": sub.archive_sha256, "submitted_at": e["created_at"]})
@@ -515,6 +523,21 @@ class DatasetTrack(Track):
                 raise
             await accept(request, team, (data, upload))
             return RedirectResponse(self.url(), status_code=303)
+
+
+def rank_in_groups(rows: list[dict]) -> list[dict]:
+    """Best mIoU first; a row's rank is 1 + the number of rows whose 95 % interval lies wholly above
+    its own, so scores the track cannot tell apart share a rank (`rank_group_size` says how many)."""
+    from datarena.evaluate.uncertainty import rank_groups
+
+    rows.sort(key=lambda r: (-r["miou"], r["team"]))
+    bounds = [{"low": r["miou"] if r.get("miou_low") is None else r["miou_low"],
+               "high": r["miou"] if r.get("miou_high") is None else r["miou_high"]} for r in rows]
+    ranks = rank_groups(bounds, low="low", high="high")
+    for r, rank in zip(rows, ranks, strict=True):
+        r["rank"] = rank
+        r["rank_group_size"] = ranks.count(rank)
+    return rows
 
 
 def _text_field(data, key: str) -> str | None:

@@ -1,0 +1,65 @@
+"""How sure a score is: a 95 % interval for mIoU, and which scores a board can tell apart.
+
+A dataset's score is the mIoU of a fixed training on it, measured on a finite test set. Two
+things move it: the test images (another sample of the same distribution would give another
+number) and the training seed. The interval combines both:
+
+* test images: a bootstrap over images (resample the per-image confusion matrices with
+  replacement, recompute the mIoU of the seed-averaged score), B = 1000 resamples;
+* seeds: with k >= 2 training seeds, the spread of their mIoUs, s^2 / k.
+
+The half-width is 1.96 x sqrt(var_bootstrap + s^2 / k). With one seed the seed term is unknown
+and left out (the report says so: `seed_spread_included: false`).
+
+Rank groups: a row's rank is 1 + the number of rows whose interval lies wholly above its own
+(scores that are significantly better); rows that no interval separates share a rank.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+Z95 = 1.959964
+BOOTSTRAP = 1000
+
+
+def miou_of(conf: np.ndarray) -> np.ndarray:
+    """mIoU of (..., C, C) confusion matrices, over the classes present in prediction or truth."""
+    conf = conf.astype(np.float64)
+    tp = np.diagonal(conf, axis1=-2, axis2=-1)
+    union = conf.sum(-2) + conf.sum(-1) - tp
+    present = union > 0
+    iou = np.where(present, tp / np.maximum(union, 1), 0.0)
+    return np.where(present.any(-1), iou.sum(-1) / np.maximum(present.sum(-1), 1), 0.0)
+
+
+def score_interval(per_seed_confusions: list[np.ndarray], n_boot: int = BOOTSTRAP, seed: int = 0) -> dict:
+    """Mean mIoU over seeds and its 95 % interval from per-image confusions, one (N, C, C) array
+    per training seed (the same N test images for every seed)."""
+    stacks = [np.asarray(c, dtype=np.int64) for c in per_seed_confusions]
+    if not stacks or any(s.ndim != 3 for s in stacks):
+        raise ValueError("need one (n_images, C, C) confusion stack per seed")
+    n = len(stacks[0])
+    seed_mious = np.array([float(miou_of(s.sum(0))) for s in stacks])
+    mean = float(seed_mious.mean())
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, n, size=(n_boot, n)) if n > 0 else np.zeros((n_boot, 0), dtype=np.int64)
+    boot = np.zeros(n_boot)
+    for s in stacks:  # the seed-averaged mIoU on each resample of the test images
+        counts = np.stack([np.bincount(p, minlength=n) for p in picks]) if n > 0 else np.zeros((n_boot, 0))
+        boot += miou_of(np.einsum("bn,nij->bij", counts, s))
+    boot /= len(stacks)
+    var_boot = float(boot.var(ddof=1)) if n_boot > 1 else 0.0
+    k = len(stacks)
+    var_seed = float(seed_mious.var(ddof=1)) / k if k > 1 else 0.0
+    half = Z95 * float(np.sqrt(var_boot + var_seed))
+    return {"miou": mean, "miou_low": max(0.0, mean - half), "miou_high": min(1.0, mean + half),
+            "miou_half_width": half, "seed_mious": seed_mious.tolist(),
+            "std_test_images": float(np.sqrt(var_boot)),
+            "std_seeds": float(seed_mious.std(ddof=1)) if k > 1 else None,
+            "seed_spread_included": k > 1, "n_test_images": int(n), "bootstrap": n_boot}
+
+
+def rank_groups(rows: list[dict], low: str = "miou_low", high: str = "miou_high") -> list[int]:
+    """For each row: 1 + the number of rows significantly better (interval wholly above its own)."""
+    return [1 + sum(1 for other in rows if other[low] > row[high]) for row in rows]
