@@ -76,3 +76,14 @@ def test_a_score_of_two_seeds_averages_them(tmp_path):
     assert report["miou_low"] <= report["miou"] <= report["miou_high"]
     assert len(set(report["model_sha256_seeds"])) == 2 and report["model_sha256"] == report["model_sha256_seeds"][0]
     assert seen[-1] == (6, 6) and (tmp_path / "out" / "seeds" / "1" / "model.pt").is_file()
+
+
+def test_rerun_tolerance_follows_the_measured_noise():
+    from datarena.evaluate.uncertainty import rerun_tolerance
+
+    three = {"seeds": 3, "std_seeds": 0.01, "miou_low": 0.1, "miou_high": 0.2}
+    tol, basis = rerun_tolerance(three)
+    assert tol == pytest.approx(1.959964 * np.sqrt(2 / 3) * 0.01) and "seed spread" in basis
+    one = {"seeds": 1, "std_seeds": None, "miou_low": 0.12, "miou_high": 0.16}
+    assert rerun_tolerance(one)[0] == pytest.approx(0.02)
+    assert rerun_tolerance({"miou": 0.3})[0] == 0.02  # recorded before intervals existed

@@ -63,3 +63,18 @@ def score_interval(per_seed_confusions: list[np.ndarray], n_boot: int = BOOTSTRA
 def rank_groups(rows: list[dict], low: str = "miou_low", high: str = "miou_high") -> list[int]:
     """For each row: 1 + the number of rows significantly better (interval wholly above its own)."""
     return [1 + sum(1 for other in rows if other[low] > row[high]) for row in rows]
+
+
+def rerun_tolerance(reference: dict) -> tuple[float, str]:
+    """How far a re-run's mIoU may fall from a recorded score when it cannot be bit-exact (another
+    device or library version), from the noise the score itself measured: a re-run is another draw
+    of the training, so with k seeds the two means differ by 1.96 x sqrt(2 / k) x the seed spread at
+    95 %; with one seed (spread unknown) the recorded interval's half-width stands in for it."""
+    k = int(reference.get("seeds") or 1)
+    if reference.get("std_seeds") is not None and k > 1:
+        tol = Z95 * float(np.sqrt(2.0 / k)) * float(reference["std_seeds"])
+        return tol, f"1.96 x sqrt(2/{k}) x the recorded seed spread {reference['std_seeds']:.4f}"
+    if reference.get("miou_high") is not None and reference.get("miou_low") is not None:
+        tol = (float(reference["miou_high"]) - float(reference["miou_low"])) / 2
+        return tol, "the recorded score's 95 % half-width (one seed: its spread is not measured)"
+    return 0.02, "0.02 (a score recorded before intervals existed)"
