@@ -316,3 +316,61 @@ def test_celery_worker_scores_an_upload(tmp_path, scenes):
     finally:
         os.killpg(worker.pid, 9)
         arena.engine.dispose()
+
+
+def test_split_test_set_serves_no_private_score_until_the_close(tmp_path, scenes):
+    """Several submissions per phase: scores shown during the phase come from the public part of the
+    test set; nothing served carries a private-part score; at the close each team's selected entry
+    (or its best public one) is ranked on the private part."""
+    import json
+
+    from sqlalchemy import update
+
+    from datarena.server.models import Phase
+
+    arena = Arena(challenge(tmp_path, scenes))
+    arena.start(progress=False)
+    track = arena.tracks["scenes"]
+    assert track.split and 0 < len(track.public_indices()) < 6
+    with BackgroundServer(arena) as url:
+        a, b = team(arena, url), team(arena, url)
+        first = a.submit_dataset("scenes", scenes["prior"], seed=0)
+        second = a.submit_dataset("scenes", scenes["target"], seed=1)
+        other = b.submit_dataset("scenes", scenes["target"], seed=1)
+        jobs = {r["job_id"]: wait_scored(c, r["job_id"]) for c, r in ((a, first), (a, second), (b, other))}
+        sel = httpx.post(f"{url}/api/tracks/scenes/submissions/{first['submission_id']}/select",
+                         headers={"authorization": f"Bearer {a.token}"})
+        assert sel.status_code == 200, sel.text
+        theirs = httpx.post(f"{url}/api/tracks/scenes/submissions/{other['submission_id']}/select",
+                            headers={"authorization": f"Bearer {a.token}"})
+        assert theirs.status_code == 404  # only a team's own entry
+        private = {r["submission_id"]: json.loads((track.root / "submissions" / str(r["submission_id"]) / "score" /
+                                                   "private.json").read_text()) for r in (first, second, other)}
+        for j in jobs.values():
+            assert j["result"]["test_part"] == "public" and j["result"]["n_test_images"] < 6
+        # everything a team or a visitor can read while the phase is open
+        served = [httpx.get(f"{url}/api/jobs/{jid}", headers={"authorization": f"Bearer {c.token}"}).text
+                  for c, jid in ((a, first["job_id"]), (a, second["job_id"]), (b, other["job_id"]))]
+        served += [httpx.get(f"{url}/api/tracks/scenes/submissions", headers={"authorization": f"Bearer {c.token}"}).text
+                   for c in (a, b)]
+        served += [httpx.get(f"{url}/api/tracks/scenes/leaderboard").text, httpx.get(f"{url}/api/tracks/scenes").text,
+                   httpx.get(f"{url}/tracks/scenes", headers={"accept": "text/html"}).text,
+                   httpx.get(f"{url}/api/tracks").text]
+        for p in private.values():
+            for value in (p["miou"], p["miou_low"], p["miou_high"]):
+                for text in (repr(value), f"{value:.4f}", f"{value:.3f}"):
+                    assert not any(text in page for page in served if text not in ("0.0000", "0.000", "0.0")), text
+        assert httpx.get(f"{url}/api/tracks/scenes/leaderboard").json()["test_part"] == "public"
+        # the phase closes: the final board ranks the selected entries on the private part
+        with arena.Session() as s:
+            s.execute(update(Phase).values(ends_at=datetime.utcnow() - timedelta(seconds=1)))
+            s.commit()
+        arena._phase = None
+        final = httpx.get(f"{url}/api/tracks/scenes/leaderboard").json()
+        assert final["test_part"] == "private"
+        rows = {r["team"]: r for r in final["rows"]}
+        assert rows[a.username]["id"] == first["submission_id"]  # the selected one, not necessarily the best
+        assert rows[a.username]["miou"] == pytest.approx(private[first["submission_id"]]["miou"])
+        assert rows[b.username]["miou"] == pytest.approx(private[other["submission_id"]]["miou"])
+        assert rows[a.username]["public_miou"] == pytest.approx(jobs[first["job_id"]]["result"]["miou"])
+    arena.engine.dispose()

@@ -507,5 +507,10 @@ def score_dataset(dataset_path: str | Path, test_path: str | Path, budget: Budge
         seed_checksums.append(extra["model_sha256"])
     report = {**trained, **scored, **_interval(confusions, budget.num_classes), "seeds": budget.seeds,
               "model_sha256_seeds": seed_checksums}
+    # per test image and seed: what a split of the test set (public / private parts) is scored from
+    np.savez_compressed(Path(out) / "confusions.npz",
+                        **{f"seed{k}": (np.stack(c) if c else np.zeros((0, budget.num_classes, budget.num_classes),
+                                                                         np.int64))
+                           for k, c in enumerate(confusions)})
     write_json(Path(out) / "report.json", report)
     return report

@@ -78,3 +78,16 @@ def rerun_tolerance(reference: dict) -> tuple[float, str]:
         tol = (float(reference["miou_high"]) - float(reference["miou_low"])) / 2
         return tol, "the recorded score's 95 % half-width (one seed: its spread is not measured)"
     return 0.02, "0.02 (a score recorded before intervals existed)"
+
+
+def part_scores(per_seed: list[np.ndarray], indices: np.ndarray, class_names: list[str]) -> dict:
+    """The score (mean over seeds, 95 % interval, per-class IoU of the first seed) of the test
+    images `indices` alone: a public or private part of a split test set."""
+    from datarena.evaluate.metrics import segmentation_scores
+
+    parts = [np.asarray(s)[indices] for s in per_seed]
+    out = score_interval(parts)
+    first = segmentation_scores(parts[0].sum(0))
+    out["per_class_iou"] = {name: v for name, v in zip(class_names, first["per_class_iou"], strict=False)}
+    out["pixel_accuracy"] = first["pixel_accuracy"]
+    return out

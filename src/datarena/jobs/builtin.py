@@ -39,9 +39,33 @@ def score_dataset_job(payload: dict, ctx: JobContext) -> dict:
             "std_seeds", "pixel_accuracy", "per_class_iou", "model_sha256", "model_sha256_seeds", "iterations",
             "train_seconds", "train_images_per_second", "n_pairs", "n_test_images", "backbone_sha256", "device",
             "torch", "datarena_version")
-    return {**{k: report[k] for k in keep},
-            "artefacts": {"report": str(out / "report.json"), "model": str(out / "model.pt"),
-                          "overlays": str(out / "overlays.png")}}
+    artefacts = {"report": str(out / "report.json"), "model": str(out / "model.pt"),
+                 "overlays": str(out / "overlays.png")}
+    if payload.get("public_indices") is not None:  # a split test set: only the public part in the result
+        report = split_report(report, out, payload["public_indices"])
+        artefacts["private"] = str(out / "private.json")
+    return {**{k: report[k] for k in keep if k in report}, "test_part": report.get("test_part", "whole"),
+            "artefacts": artefacts}
+
+
+def split_report(report: dict, out: Path, public_indices: list[int]) -> dict:
+    """Rescore on the public images only; the private part's score goes to OUT/private.json, which
+    nothing a team can reach serves while the phase is open."""
+    import json
+
+    import numpy as np
+
+    from datarena.evaluate.uncertainty import part_scores
+
+    with np.load(out / "confusions.npz") as z:
+        stacks = [z[f"seed{k}"] for k in range(len(z.files))]
+    n = len(stacks[0])
+    public = np.zeros(n, dtype=bool)
+    public[[i for i in public_indices if 0 <= i < n]] = True
+    names = list(report["per_class_iou"])
+    pub, priv = part_scores(stacks, np.flatnonzero(public), names), part_scores(stacks, np.flatnonzero(~public), names)
+    (out / "private.json").write_text(json.dumps(priv, indent=2))
+    return {**report, **pub, "test_part": "public"}
 
 
 def verify_dataset_job(payload: dict, ctx: JobContext) -> dict:

@@ -50,6 +50,9 @@ class TrackSpec(BaseModel):
     test_set: str | None = None  # a private directory on the server (VOC layout or .npz); never served
     test_render: dict | None = None  # {grammar, n, seed}: render the test set on first start if missing
     submissions_per_phase: int = Field(3, ge=1)
+    # with more than one submission per phase (protocol scored), the test set is split: this share
+    # of its images scores submissions during the phase, the rest (private) only after it closes
+    public_fraction: float | None = Field(0.5, gt=0, lt=1)
     submissions_per_day: int = Field(2, ge=1)
     protocol: Literal["scored", "syntagen"] = "scored"
     deadline1: datetime | None = None  # syntagen: seed + dataset + checksum until then; test set after

@@ -113,4 +113,5 @@ class DatasetSubmission(Base):
     code_path: Mapped[str | None] = mapped_column(Text, nullable=True)
     code_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     verify_job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    selected: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)  # the final entry (split test set)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, nullable=False)

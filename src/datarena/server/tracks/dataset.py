@@ -102,6 +102,37 @@ class DatasetTrack(Track):
         write_scenes(load_grammar(r["grammar"]), int(r["n"]), int(r.get("seed", 0)), self.test_dir,
                      fmt="voc", show_progress=progress)
 
+    # ------------------------------------------------------------ the public / private split
+
+    @property
+    def split(self) -> bool:
+        """Whether the test set is split: several submissions per phase would otherwise let a team
+        keep its best of N scores on the one private set."""
+        s = self.spec
+        return s.protocol == "scored" and s.submissions_per_phase > 1 and s.public_fraction is not None
+
+    def public_indices(self) -> list[int]:
+        """Test images of the public part: chosen by HMAC(server secret, track, image name), so nothing
+        served tells which image is in which part; both parts are non-empty."""
+        cached = getattr(self, "_public_split", None)
+        if cached is not None:
+            return cached
+        import hashlib
+        import hmac
+
+        from datarena.data.segmentation import load_segmentation
+
+        names = list(load_segmentation(self.test_dir).names)
+        key = hmac.new(self.arena.server_secret(), f"datarena public split {self.id}".encode(), hashlib.sha256).digest()
+        draw = [int.from_bytes(hmac.new(key, n.encode(), hashlib.sha256).digest()[:8], "big") / 2**64 for n in names]
+        public = [i for i, u in enumerate(draw) if u < self.spec.public_fraction]
+        if len(names) >= 2 and not public:
+            public = [min(range(len(names)), key=lambda i: draw[i])]
+        if len(names) >= 2 and len(public) == len(names):
+            public.remove(max(range(len(names)), key=lambda i: draw[i]))
+        self._public_split = public
+        return public
+
     def info(self) -> dict:
         s = self.spec
         return {"id": self.id, "title": self.title, "kind": self.kind, "protocol": s.protocol,
@@ -112,7 +143,11 @@ class DatasetTrack(Track):
                 "max_upload_mb": s.max_upload_mb,
                 "deadline1": s.deadline1.isoformat() if s.deadline1 else None,
                 "deadline2": s.deadline2.isoformat() if s.deadline2 else None,
-                "test_set_released": self.test_released()}
+                "test_set_released": self.test_released(),
+                "test_split": ({"public_fraction": s.public_fraction,
+                                "rule": "scores shown during the phase use the public part of the test set; after "
+                                        "it closes each team's selected entry (or its best public one) is ranked "
+                                        "on the private part"} if self.split else None)}
 
     def test_released(self) -> bool:
         return self.spec.protocol == "syntagen" and utcnow() > self.spec.deadline1
@@ -248,7 +283,28 @@ class DatasetTrack(Track):
     def _payload(self, dataset: Path, out: Path) -> dict:
         return {"dataset": str(dataset), "test": str(self.test_dir), "out": str(out), "preset": self.spec.budget,
                 "overrides": self.spec.budget_overrides, "device": self.spec.device, "validate": "skip",
-                "overlays_from": "dataset"}
+                "overlays_from": "dataset", "public_indices": self.public_indices() if self.split else None}
+
+    def select(self, team: TeamRef, sub_id: int) -> dict:
+        """Choose the entry ranked on the private part when the phase closes (one per team and phase)."""
+        if not self.split:
+            raise NotFound(f"track {self.id} does not split its test set: every score is final.")
+        phase = self.arena.phase_open_to(team)
+        with self.arena.Session() as db:
+            sub = db.get(DatasetSubmission, sub_id)
+            if sub is None or sub.team_id != team.id or sub.track_id != self.id or sub.phase_id != phase.id:
+                raise NotFound(f"no dataset submission {sub_id} of team {team.name!r} on track {self.id} "
+                               f"in {phase.name}.")
+            for other in db.scalars(select(DatasetSubmission).where(
+                    DatasetSubmission.team_id == team.id, DatasetSubmission.track_id == self.id,
+                    DatasetSubmission.phase_id == phase.id)):
+                other.selected = other.id == sub_id
+            db.commit()
+        return {"submission_id": sub_id, "selected": True}
+
+    def private_score(self, sub_id: int) -> dict | None:
+        path = self.root / "submissions" / str(sub_id) / "score" / "private.json"
+        return json.loads(path.read_text()) if path.is_file() else None
 
     # ------------------------------------------------------------ syntagen: the second deadline
 
@@ -334,7 +390,7 @@ class DatasetTrack(Track):
         verify = jobs.get(sub.verify_job_id)
         result = json.loads(job.result) if job and job.result else None
         vres = json.loads(verify.result) if verify and verify.result else None
-        out = {"id": sub.id, "slot": sub.slot, "created_at": sub.created_at.isoformat(timespec="seconds"),
+        out = {"id": sub.id, "slot": sub.slot, "selected": sub.selected, "created_at": sub.created_at.isoformat(timespec="seconds"),
                "n_pairs": sub.n_pairs, "sha256": sub.archive_sha256, "seed": sub.seed,
                "declared_checksum": sub.declared_checksum, "method": sub.method, "claimed_score": sub.claimed_score,
                "job_id": sub.job_id, "state": job.state if job else "unknown",
@@ -366,6 +422,7 @@ class DatasetTrack(Track):
         jobs = self._jobs([r[0].job_id for r in rows] + [r[0].verify_job_id for r in rows])
         validated = {t.id for t in arena.validated_teams()}
         best: dict[str, dict] = {}
+        chosen: dict[str, dict] = {}
         pending: dict[str, int] = {}
         for sub, name in rows:
             if sub.team_id not in validated:
@@ -377,9 +434,24 @@ class DatasetTrack(Track):
                 continue
             if name not in best or entry["miou"] > best[name]["miou"]:
                 best[name] = {"team": name, **entry}
+            if sub.selected:
+                chosen[name] = {"team": name, **entry}
+        part = "whole"
+        if self.split:
+            part = "public"
+            if arena.phase_closed(phase):  # the final board: each team's entry, on the private part
+                part, finals = "private", []
+                for entry in {**best, **chosen}.values():
+                    private = self.private_score(entry["id"])
+                    if private is None:
+                        continue
+                    finals.append({**entry, "public_miou": entry["miou"], "miou": private["miou"],
+                                   "miou_low": private["miou_low"], "miou_high": private["miou_high"],
+                                   "per_class_iou": private["per_class_iou"]})
+                best = {r["team"]: r for r in finals}
         ranked = rank_in_groups(list(best.values()))
         return {"title": arena.spec.title, "track": self.info(), "phase": arena.phase_json(phase),
-                "rows": ranked, "pending": pending}
+                "rows": ranked, "pending": pending, "test_part": part}
 
     def export_rows(self) -> list[dict]:
         rows = self._rows()
@@ -492,6 +564,11 @@ class DatasetTrack(Track):
                                                 upload.filename or "code.zip")
             finally:
                 path.unlink(missing_ok=True)
+
+        @app.post(f"{base}/submissions/{{sub_id}}/select")
+        def api_select(sub_id: web.DbId, request: Request):
+            """The team's final entry, ranked on the private part of the test set when the phase closes."""
+            return self.select(arena.team_for_token(web.bearer(request)), sub_id)
 
         @app.get(f"{base}/leaderboard")
         def api_board(phase: web.OptionalDbId = None):
