@@ -109,6 +109,9 @@ def test_upload_a_dataset_and_see_its_score(browser, tmp_path, artifacts):
         assert row.count() == 1
         miou = float(row.locator("td.miou").inner_text())
         assert 0.0 <= miou <= 1.0
+        low, high = (float(x) for x in row.locator("td.interval").inner_text().strip("[]").split(","))
+        assert low <= miou <= high  # every score shown with its 95 % interval
+        assert "share a rank" in page.inner_text("body")
         assert page.locator("#my-submissions img").count() == 1  # overlays on the team's own images
         page.screenshot(path=str(artifacts / "dataset_track.png"), full_page=True)
     assert (artifacts / "dataset_track.png").stat().st_size > 5000
