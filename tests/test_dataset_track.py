@@ -102,6 +102,8 @@ def test_upload_is_scored_and_ranked(served, scenes, tmp_path):
         assert r["miou_low"] <= r["miou"] <= r["miou_high"] and r["seeds"] == 1
         assert r["rank"] == 1 + sum(o["miou_low"] > r["miou_high"] for o in board["rows"])
     assert board["rows"][0]["rank"] == 1
+    widths = sorted(r["miou_high"] - r["miou_low"] for r in board["rows"])
+    assert board["resolution"] == pytest.approx(widths[len(widths) // 2])
     assert rows[b.username]["miou"] == pytest.approx(jb["result"]["miou"])
     assert board["rows"][0]["miou"] >= board["rows"][1]["miou"]
     mine = a.dataset_submissions("scenes")

@@ -120,7 +120,8 @@ def dataset_round(arena, url: str, out: Path, console: Console) -> list[dict]:
             raise RuntimeError(f"scoring {name}'s dataset {job['state']}: {job['error']}")
         r = job["result"]
         console.print(f"  {name} ({grammar}): mIoU {r['miou']:.4f}, 95 % interval [{r['miou_low']:.4f}, "
-                      f"{r['miou_high']:.4f}] (waited {time.perf_counter() - t0:.0f} s)")
+                      f"{r['miou_high']:.4f}] on the {r.get('test_part', 'whole')} test set "
+                      f"({r['n_test_images']} images; waited {time.perf_counter() - t0:.0f} s)")
         results.append({"team": name, "grammar": grammar, "miou": job["result"]["miou"]})
     board = arena.tracks[track.id].leaderboard()
     lb = Table("rank", "team", "mIoU", "95 % interval", "server checksum")

@@ -450,8 +450,11 @@ class DatasetTrack(Track):
                                    "per_class_iou": private["per_class_iou"]})
                 best = {r["team"]: r for r in finals}
         ranked = rank_in_groups(list(best.values()))
+        widths = sorted(r["miou_high"] - r["miou_low"] for r in ranked if r.get("miou_low") is not None)
+        # two scores are told apart when their intervals do not meet: about the sum of two half-widths
+        resolution = widths[len(widths) // 2] if widths else None
         return {"title": arena.spec.title, "track": self.info(), "phase": arena.phase_json(phase),
-                "rows": ranked, "pending": pending, "test_part": part}
+                "rows": ranked, "pending": pending, "test_part": part, "resolution": resolution}
 
     def export_rows(self) -> list[dict]:
         rows = self._rows()
