@@ -448,7 +448,7 @@ def load_model(model_path: str | Path, budget: Budget, device: str = "cpu",
 
 
 def score_model(model: torch.nn.Module, test_path: str | Path, budget: Budget, out: str | Path, device: str = "cpu",
-                overlays: bool = True, per_image: list | None = None) -> dict:
+                overlays: bool = True, per_image: list | None = None, interval: bool = True) -> dict:
     """Deadline 2: mIoU (with its 95 % interval over test images), per-class IoU and pixel accuracy
     of a trained model on the test set."""
     out = Path(out)
@@ -458,10 +458,12 @@ def score_model(model: torch.nn.Module, test_path: str | Path, budget: Budget, o
     scores = evaluate_segmentation(model, testset, budget.num_classes, device,
                                    out / "overlays.png" if overlays else None, _class_names(budget, testset),
                                    eval_size=budget.eval_size, per_image=confusions)
-    interval = _interval([confusions], budget.num_classes)
-    return {"test": str(test_path), "miou": scores["miou"], "pixel_accuracy": scores["pixel_accuracy"],
-            "per_class_iou": scores["per_class"], "n_test_images": scores["n_test_images"],
-            "eval_size": budget.eval_size, **{k: v for k, v in interval.items() if k != "miou"}}
+    out_scores = {"test": str(test_path), "miou": scores["miou"], "pixel_accuracy": scores["pixel_accuracy"],
+                  "per_class_iou": scores["per_class"], "n_test_images": scores["n_test_images"],
+                  "eval_size": budget.eval_size}
+    if interval:  # (score_dataset asks for none: it bootstraps once over all its seeds)
+        out_scores.update({k: v for k, v in _interval([confusions], budget.num_classes).items() if k != "miou"})
+    return out_scores
 
 
 def _interval(per_seed: list[list[np.ndarray]], num_classes: int) -> dict:
@@ -495,7 +497,7 @@ def score_dataset(dataset_path: str | Path, test_path: str | Path, budget: Budge
                                    show_progress, progress_of(0), overlays_from)
     confusions: list[list[np.ndarray]] = [[]]
     scored = score_model(model, test_path, budget, out, device, overlays=overlays_from == "test",
-                         per_image=confusions[0])
+                         per_image=confusions[0], interval=False)
     seed_checksums = [trained["model_sha256"]]
     for k in range(1, budget.seeds):
         again = budget.model_copy(update={"seed": budget.seed + k})
@@ -503,7 +505,7 @@ def score_dataset(dataset_path: str | Path, test_path: str | Path, budget: Budge
                                        device, "skip", show_progress, progress_of(k), "none")
         confusions.append([])
         score_model(model_k, test_path, again, Path(out) / "seeds" / str(k), device, overlays=False,
-                    per_image=confusions[-1])
+                    per_image=confusions[-1], interval=False)
         seed_checksums.append(extra["model_sha256"])
     report = {**trained, **scored, **_interval(confusions, budget.num_classes), "seeds": budget.seeds,
               "model_sha256_seeds": seed_checksums}

@@ -43,10 +43,10 @@ def score_interval(per_seed_confusions: list[np.ndarray], n_boot: int = BOOTSTRA
     seed_mious = np.array([float(miou_of(s.sum(0))) for s in stacks])
     mean = float(seed_mious.mean())
     rng = np.random.default_rng(seed)
-    picks = rng.integers(0, n, size=(n_boot, n)) if n > 0 else np.zeros((n_boot, 0), dtype=np.int64)
+    # how often each test image appears in each resample; the same resamples for every seed
+    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot) if n > 0 else np.zeros((n_boot, 0), np.int64)
     boot = np.zeros(n_boot)
     for s in stacks:  # the seed-averaged mIoU on each resample of the test images
-        counts = np.stack([np.bincount(p, minlength=n) for p in picks]) if n > 0 else np.zeros((n_boot, 0))
         boot += miou_of(np.einsum("bn,nij->bij", counts, s))
     boot /= len(stacks)
     var_boot = float(boot.var(ddof=1)) if n_boot > 1 else 0.0

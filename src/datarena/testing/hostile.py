@@ -90,11 +90,6 @@ def zip_with_raw_name(raw: bytes, utf8_flag: bool = True) -> bytes:
     return bytes(data)
 
 
-def open_fds() -> int:
-    """Open file descriptors of this process (Linux)."""
-    return len(os.listdir("/proc/self/fd"))
-
-
 def fd_targets() -> list[str]:
     """What each open descriptor of this process points at (files, sockets, pipes)."""
     out = []

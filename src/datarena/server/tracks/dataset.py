@@ -180,7 +180,7 @@ class DatasetTrack(Track):
             try:
                 kind = archive_kind(upload, filename)
             except ArchiveError as exc:
-                raise Invalid(self._public(str(exc), work)) from None
+                raise Invalid(self._scrub(str(exc), work)) from None
             digest, size = _sha256(upload)
             if kind == "npz":
                 dataset = work / "dataset.npz"
@@ -190,10 +190,10 @@ class DatasetTrack(Track):
                     unpack_safely(upload, work / "unpacked", self.limits, kind)
                     dataset = find_dataset_root(work / "unpacked")
                 except ArchiveError as exc:
-                    raise Invalid(self._public(str(exc), work)) from None
+                    raise Invalid(self._scrub(str(exc), work)) from None
             report = validate_segmentation(dataset, self.rules)
             if report.problems:
-                listed = [self._public(f"{f}: {msg}", work) for f, msg in report.problems[:MAX_LISTED_PROBLEMS]]
+                listed = [self._scrub(f"{f}: {msg}", work) for f, msg in report.problems[:MAX_LISTED_PROBLEMS]]
                 raise Invalid(f"the dataset breaks the track's rules ({len(report.problems)} problems); "
                                     f"fix every file listed and upload again.", extra={"problems": listed, "n_problems": len(report.problems)})
             return self._record(team, phase, dataset, report.n_pairs, digest, size, seed, checksum,
@@ -201,11 +201,11 @@ class DatasetTrack(Track):
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
-    def _public(self, message: str, work: Path) -> str:
-        """A message as a team may read it: no server path, printable text only."""
+    def _scrub(self, message: str, work: Path) -> str:
+        """A message as a team may read it: no server path (the app escapes undecodable bytes)."""
         for secret_path in (str(work), str(self.root.resolve()), str(self.root)):
             message = message.replace(secret_path, "<upload>")
-        return message.encode("utf-8", "backslashreplace").decode("utf-8")
+        return message
 
     def _staging(self) -> Path:
         path = self.root / "staging"
