@@ -4,7 +4,7 @@
 --pair mnist (default): the embedded-MNIST pairs, target test accuracy. Goals (issue 5): prior <= 20 %,
 learned >= 98 % of the oracle on both pairs, learned mean rotation within 5 deg of the target, each run
 under 15 minutes on 2 cores; plus the ablation MMD only / task only / both on the MNIST pair.
---pair aerial: scene graphs, car IoU of DeepLabv3-ResNet18 on target renders, and the MMD before and
+--pair aerial: scene graphs, car IoU of the dataset track's scoring instrument (preset aerial_scenes) on target renders, and the MMD before and
 after. Goals (issue 21): learned >= 90 % of the oracle, prior <= 60 % of it, each seed under 20 minutes
 on 2 cores; ablation rows: per-object MLP instead of the graph network, MMD only instead of MMD + task.
 Run: .venv/bin/python benchmarks/bench_metasim.py [--seeds 0 1 2] [--pairs mnist bigmnist] [--no-ablation] [--losses mmd task]
@@ -67,7 +67,7 @@ def aerial(seeds: list[int], ablation_seeds: list[int], epochs: int | None, png:
         train_aerial,
     )
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; aerial -> aerial_target, car IoU (DeepLabv3-ResNet18)")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; aerial -> aerial_target, car IoU (the aerial_scenes scoring instrument)")
     print(f"{'run':22s} {'seed':>4s} {'mmd0':>6s} {'mmd1':>6s} {'prior':>6s} {'learned':>7s} {'oracle':>6s} "
           f"{'l/o':>5s} {'p/o':>5s} {'car len':>7s} {'|lat|':>5s} {'|head|':>6s} {'s':>5s}")
     base = {"epochs": epochs} if epochs else {}

@@ -225,31 +225,29 @@ def test_task_term_follows_the_reward():
     assert not moved[~probe.mutable].any()
 
 
-def test_car_scores_depend_on_the_seed_alone():
-    """The reported task network gives the same scores whatever ran before (its dropout draws from a forked
-    generator seeded by the config), so a seed's prior and oracle IoU can be reused across runs."""
-    from datarena.metasim.aerial import AerialConfig, car_scores, train_car_net
+def test_car_scores_come_from_the_shared_instrument_and_the_seed_alone():
+    """The reported task is the dataset track's scoring (datarena.evaluate): the same scores whatever ran
+    before (it trains in a forked RNG seeded by the config), so a seed's prior and oracle IoU can be reused."""
+    from datarena.metasim.aerial import AerialConfig, car_scores
 
-    cfg = AerialConfig(eval_steps=4, eval_batch=4, eval_scale=1, test_images=8)
+    cfg = AerialConfig(eval_images=8, test_images=4, eval_overrides={"iterations": 3, "batch_size": 2})
     torch.manual_seed(1)
     first = car_scores(AERIAL, load_graph_grammar("aerial_target"), cfg)
     torch.rand(1000)  # the global generator moved on; the run must not notice
     assert car_scores(AERIAL, load_graph_grammar("aerial_target"), cfg) == first
-    # four steps score zero either way, so compare the trained weights themselves (dropout shapes them)
-    a = train_car_net(AERIAL, cfg).state_dict()
-    torch.rand(1000)
-    b = train_car_net(AERIAL, cfg).state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert 0.0 <= first["car_iou"] <= 1.0 and 0.0 <= first["miou"] <= 1.0
 
 
 def test_car_counts_and_summary():
     """IoU, precision, recall and where the false positives fall, on a hand-made prediction."""
-    from datarena.metasim.aerial import car_counts, car_summary
+    from datarena.evaluate.metrics import confusion_matrix
+    from datarena.metasim.aerial import car_counts_from, car_summary
 
     names = ("background", "road", "car", "house")
-    masks = torch.tensor([[0, 1, 2, 2, 2, 3, 3, 0]])  # three car pixels
-    pred = torch.tensor([[0, 1, 1, 1, 0, 1, 1, 1]]).bool()  # two of them found; FP on road, 2 x house, background
-    counts = car_counts(pred[None], masks[None], 2, len(names)) + car_counts(~torch.ones_like(pred)[None], masks[None], 2, 4)
+    masks = np.array([[0, 1, 2, 2, 2, 3, 3, 0]])  # three car pixels
+    pred = np.array([[0, 2, 2, 2, 0, 2, 2, 2]])  # two of them found; FP on road, 2 x house, background
+    conf = confusion_matrix(pred, masks, 4) + confusion_matrix(np.zeros_like(pred), masks, 4)
+    counts = car_counts_from(conf, 2)
     assert counts.tolist() == [2, 6, 6, 1, 1, 0, 2]  # the second (empty) prediction adds only its true cars
     s = car_summary(counts, names)
     assert s["precision"] == 2 / 6 and s["recall"] == 2 / 6 and s["car_iou"] == 2 / 10

@@ -92,26 +92,32 @@ def example_dataset_track() -> dict:
 
 
 def dataset_round(arena, url: str, out: Path, console: Console) -> list[dict]:
-    """Two teams submit datasets to the example track; the server's embedded worker scores both."""
+    """Three teams submit aerial datasets to the example track: the prior grammar, a Meta-Sim
+    generator learned from the prior (the shipped one), the target grammar; the server's embedded
+    worker scores each (seeds x training runs) and the board ranks them with intervals."""
     from datarena.client import ArenaClient
-    from datarena.scenes.grammar import load_grammar
-    from datarena.scenes.writers import write_scenes
+    from datarena.metasim.io import shipped_generator, write_generator_dataset
+    from datarena.scenes.writers import write_dataset
 
     track = arena.tracks["scenes"]
-    console.rule(f"5. dataset track '{track.id}': two teams submit digit-scene datasets, the server trains "
-                 f"DeepLabv3 ({track.budget.backbone}, {track.budget.iterations} it) on each")
-    entries = [("prior_team", "digit_scenes", "the prior grammar"),
-               ("target_team", "digit_scenes_target", "a target-like grammar")]
+    b = track.budget
+    console.rule(f"5. dataset track '{track.id}': three teams submit aerial datasets; the server trains DeepLabv3 "
+                 f"({b.backbone}, {b.iterations} it) {b.seeds} times on each")
+    entries = [("prior_team", "aerial", "the prior grammar"),
+               ("metasim_team", None, "a Meta-Sim generator learned from the prior (metasim/shipped/aerial_learned.pt)"),
+               ("target_team", "aerial_target", "the target grammar")]
     jobs = []
     for name, grammar, what in entries:
-        data = write_scenes(load_grammar(grammar), 400, 7, out / "datasets" / name, fmt="voc", show_progress=False)
+        path = out / "datasets" / name
+        data = (write_dataset(grammar, 400, 7, path, show_progress=False) if grammar else
+                write_generator_dataset(shipped_generator("aerial_learned"), 400, 7, path))
         client = ArenaClient(url, name, "demo password 42")
         client.register()
         arena.validate_team(name)
-        res = client.submit_dataset(track.id, data, seed=7, method=f"400 scenes of {what} ({grammar})")
-        console.print(f"  {name}: uploaded {res['n_pairs']} pairs of {grammar} -> submission {res['submission_id']}, "
+        res = client.submit_dataset(track.id, data, seed=7, method=f"400 scenes of {what}")
+        console.print(f"  {name}: uploaded {res['n_pairs']} pairs of {what} -> submission {res['submission_id']}, "
                       f"scoring job {res['job_id']}")
-        jobs.append((name, grammar, client, res["job_id"]))
+        jobs.append((name, grammar or "aerial_learned", client, res["job_id"]))
     results = []
     for name, grammar, client, job_id in jobs:
         t0 = time.perf_counter()

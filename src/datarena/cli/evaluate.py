@@ -53,7 +53,7 @@ def evaluate_train(
     dataset: Path = typer.Argument(..., help="Training set: a VOC-layout directory or a .npz file."),
     test: Path = typer.Option(None, "--test", help="Test set (VOC directory or .npz); without it only train and write the model and its checksum (deadline 1)."),
     out: Path = typer.Option(Path("datarena-score"), "--out", help="Directory for report.json, model.pt, overlays.png, checkpoint.pt."),
-    budget: str = typer.Option("syntagen", "--budget", help="Preset: syntagen (10k it, batch 8, 512 crop, ResNet-50), syntagen-100k, digit_scenes (CPU scale)."),
+    budget: str = typer.Option("syntagen", "--budget", help="Preset: syntagen (10k it, batch 8, 512 crop, ResNet-50), syntagen-100k, aerial_scenes (CPU scale, 3 seeds), digit_scenes."),
     iterations: int = typer.Option(None, "--iterations", help="Override the preset's iteration cap."),
     batch_size: int = typer.Option(None, "--batch-size", help="Override the batch size."),
     crop_size: int = typer.Option(None, "--crop-size", help="Override the crop size."),

@@ -35,6 +35,8 @@ VOC_CLASSES = (
     "train", "tvmonitor",
 )
 DIGIT_CLASSES = ("background",) + tuple(str(d) for d in range(10))
+AERIAL_CLASSES = ("background", "road", "car", "tree", "house")  # the aerial grammars' labels
+CLASS_SETS = {"voc": VOC_CLASSES, "digits": DIGIT_CLASSES, "aerial": AERIAL_CLASSES}
 
 
 def voc_palette() -> list[int]:

@@ -8,12 +8,11 @@ Two objectives, as in the MNIST experiments (`datarena.metasim.train`):
   network trained on a candidate dataset. A candidate draws one exploration offset per (node type,
   mutable attribute), shared by all its scenes; candidates come in antithetic pairs (+delta, -delta)
   on the same scenes. The network inside the loop is a small full-resolution dilated CNN (seconds
-  per candidate); the reported scores use the evaluator's DeepLabv3-ResNet18.
+  per candidate); the reported scores use the dataset track's scoring instrument.
 
-The reported task: car segmentation by DeepLabv3-ResNet18 trained on renders of the prior, of the
-learned generator, or of the target grammar itself (the oracle), scored by the car class's IoU on
-held-out target renders (rendered at `eval_scale` pixels per canvas unit, so a 7x4 car is not
-smaller than one cell of the network's stride-8 output).
+The reported task: the dataset track's scoring instrument (`datarena.evaluate`, preset
+`aerial_scenes`) trained on renders of the prior, of the learned generator, or of the target
+grammar itself (the oracle), scored by the car class's IoU on held-out target renders.
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, Field
 from torch import nn
 
+from datarena.data.segmentation import SegmentationSet
 from datarena.metasim.features import FeatureNet, PatchStatsNet, median_bandwidths, mmd2
 from datarena.metasim.graph_generator import GraphGenerator
 from datarena.metasim.reinforce import moving_baseline, reinforce
@@ -67,10 +67,11 @@ class AerialConfig(BaseModel):
     task_steps: int = Field(40, ge=1, description="Adam steps of the in-loop segmentation network")
     reward_images: int = Field(96, ge=8, description="labelled target validation renders (the reward)")
     baseline_momentum: float = Field(0.9, ge=0, lt=1)
-    eval_steps: int = Field(150, ge=1, description="training steps of each reported DeepLabv3-ResNet18")
-    eval_batch: int = 8
-    eval_scale: int = Field(2, ge=1, le=4, description="pixels per canvas unit of the reported task")
-    test_images: int = Field(160, ge=8, description="held-out target renders the IoU is measured on")
+    # the reported task: the dataset track's scoring instrument (datarena.evaluate) on renders
+    eval_budget: str = Field("aerial_scenes", description="the scoring preset of the reported task")
+    eval_overrides: dict = Field(default_factory=dict, description="overrides of that preset (tests)")
+    eval_images: int = Field(400, ge=1, description="renders of each scored dataset (prior / learned / target)")
+    test_images: int = Field(200, ge=1, description="held-out target renders the IoU is measured on")
     seed: int = 0
 
 
@@ -247,55 +248,49 @@ def train_aerial(prior: SceneGraphGrammar | str = "aerial", target: SceneGraphGr
 # ---------------------------------------------------------------- the reported task
 
 
-def train_car_net(train_grammar: SceneGraphGrammar, cfg: AerialConfig, gen: GraphGenerator | None = None) -> nn.Module:
-    """DeepLabv3-ResNet18 (car vs rest) trained on renders of `train_grammar` (through `gen`), in eval mode."""
-    from datarena.evaluate.deeplab import deeplabv3
-
-    car = car_class(train_grammar)
-    with torch.random.fork_rng():  # the whole run, dropout included, depends on cfg.seed alone
-        torch.manual_seed(cfg.seed + 17)
-        net = deeplabv3(2, "resnet18", aux_loss=False)
-        opt = torch.optim.SGD(net.parameters(), lr=0.02, momentum=0.9, weight_decay=1e-4)
-        weight = torch.tensor([1.0, 5.0])  # cars are a few % of the pixels
-        net.train()
-        for step in range(cfg.eval_steps):
-            batch = sample_graphs(train_grammar, cfg.eval_batch, cfg.seed * 100_000 + step)
-            with torch.no_grad():
-                r = render_graph(train_grammar, batch, gen(batch) if gen is not None else None, scale=cfg.eval_scale)
-            for g in opt.param_groups:
-                g["lr"] = 0.02 * (1 - step / cfg.eval_steps) ** 0.9
-            loss = F.cross_entropy(net(r.images)["out"], (r.masks == car).long(), weight=weight)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    return net.eval()
+def render_set(grammar: SceneGraphGrammar, n: int, seed: int, gen: GraphGenerator | None = None,
+               batch_size: int = 64) -> SegmentationSet:
+    """n scenes of `grammar` (rewritten by `gen`) as an in-memory segmentation dataset (uint8)."""
+    images, masks = [], []
+    for start in range(0, n, batch_size):
+        batch = sample_graphs(grammar, min(batch_size, n - start), seed, start=start)
+        with torch.no_grad():
+            r = render_graph(grammar, batch, gen(batch) if gen is not None else None)
+        images.append((r.images.permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8))
+        masks.append(r.masks.numpy().astype(np.uint8))
+    return SegmentationSet(np.concatenate(images), np.concatenate(masks), ("background", *grammar.classes))
 
 
 def car_scores(train_grammar: SceneGraphGrammar, test_grammar: SceneGraphGrammar, cfg: AerialConfig,
                gen: GraphGenerator | None = None) -> dict:
-    """Train a car network (`train_car_net`); on held-out target renders return car IoU, precision, recall and
-    where the false positives fall ({"fp_on": {"house": share, ...}})."""
-    net = train_car_net(train_grammar, cfg, gen)
-    names = ("background", *test_grammar.classes)
-    counts = torch.zeros(3 + len(names), dtype=torch.long)
-    with torch.no_grad():
-        for start in range(0, cfg.test_images, 32):
-            batch = sample_graphs(test_grammar, min(32, cfg.test_images - start), cfg.seed + 9_000_001, start=start)
-            r = render_graph(test_grammar, batch, scale=cfg.eval_scale)
-            counts += car_counts(net(r.images)["out"].argmax(1) == 1, r.masks, car_class(test_grammar), len(names))
-    return car_summary(counts, names)
+    """The shared scoring instrument (`datarena.evaluate`, the dataset track's training) on
+    `cfg.eval_images` renders of `train_grammar` (through `gen`): car IoU on `cfg.test_images`
+    held-out target renders, with the mIoU, car precision and recall, and where the false
+    positives fall ({"fp_on": {"house": share, ...}})."""
+    from datarena.evaluate.train import budget_from, evaluate_segmentation, train_segmentation
+
+    budget = budget_from(cfg.eval_budget, **{**cfg.eval_overrides, "seed": cfg.seed, "seeds": 1})
+    data = render_set(train_grammar, cfg.eval_images, cfg.seed * 100_000 + 7, gen)
+    test = render_set(test_grammar, cfg.test_images, cfg.seed + 9_000_001)
+    model = train_segmentation(data, budget, show_progress=False).model
+    per_image: list[np.ndarray] = []
+    scores = evaluate_segmentation(model, test, budget.num_classes, eval_size=budget.eval_size, per_image=per_image,
+                                   class_names=test.classes)
+    conf = np.sum(per_image, axis=0)  # rows truth, columns prediction
+    return {**car_summary(car_counts_from(conf, car_class(test_grammar)), test.classes), "miou": scores["miou"]}
 
 
-def car_counts(pred: torch.Tensor, masks: torch.Tensor, car: int, n_classes: int) -> torch.Tensor:
-    """Pixel counts [true positives, predicted cars, true cars, false positives on class 0, 1, .. n_classes-1]:
-    what the false positives cover is the class id under them in `masks`."""
-    truth = masks == car
-    fp = torch.bincount(masks[pred & ~truth].long().flatten(), minlength=n_classes)
-    return torch.cat([torch.tensor([int((pred & truth).sum()), int(pred.sum()), int(truth.sum())]), fp])
+def car_counts_from(conf: np.ndarray, car: int) -> torch.Tensor:
+    """[true positives, predicted cars, true cars, false positives on class 0, 1, ...] of a confusion matrix
+    (rows truth, columns prediction)."""
+    fp = conf[:, car].copy()
+    fp[car] = 0
+    return torch.tensor([int(conf[car, car]), int(conf[:, car].sum()), int(conf[car].sum()), *fp.tolist()])
 
 
 def car_summary(counts: torch.Tensor, names: tuple[str, ...]) -> dict:
-    """car_iou, precision, recall and fp_on (each other class's share of the false positives) of `car_counts`."""
+    """car_iou, precision, recall and fp_on (each other class's share of the false positives) of pixel counts
+    [true positives, predicted cars, true cars, false positives on class 0, 1, ...] (`car_counts_from`)."""
     tp, pred_n, true_n = (int(c) for c in counts[:3])
     fp = counts[3:]
     total = max(int(fp.sum()), 1)
@@ -375,6 +370,6 @@ def load_graph_generator(blob: dict, label: str) -> tuple[GraphGenerator, SceneG
     return gen.eval(), grammar
 
 
-__all__ = ["AerialConfig", "AerialResult", "CarProxy", "car_counts", "car_scores", "car_summary",
-           "train_car_net", "evaluate_aerial", "graph_task_surrogate",
+__all__ = ["AerialConfig", "AerialResult", "CarProxy", "car_counts_from", "car_scores", "car_summary",
+           "render_set", "evaluate_aerial", "graph_task_surrogate",
            "load_graph_generator", "proxy_reward", "save_aerial_grid", "save_aerial_run", "train_aerial"]

@@ -30,3 +30,24 @@ def load_generator(path: str | Path):
     gen.load_state_dict(blob["state_dict"])
     gen.eval()
     return gen, parse_grammar(blob["prior"], f"prior stored in {path}")
+
+
+def write_generator_dataset(generator: str | Path, n: int, seed: int, out: str | Path, force: bool = False) -> Path:
+    """Render n scenes of a learned generator's prior, rewritten by it, to the VOC layout."""
+    from datarena.scenes.writers import write_dataset
+
+    transform, grammar = load_generator(generator)
+    return write_dataset(grammar, n, seed, out, force=force, transform=transform,
+                         meta={"learned_generator": Path(generator).name})
+
+
+SHIPPED = Path(__file__).parent / "shipped"
+
+
+def shipped_generator(name: str = "aerial_learned") -> Path:
+    """A generator the project trained and ships (metasim/shipped/NAME.pt; how to reproduce it:
+    metasim/shipped/README.md)."""
+    path = SHIPPED / f"{name}.pt"
+    if not path.is_file():
+        raise ConfigError(f"no shipped generator {name!r}; shipped: {', '.join(p.stem for p in SHIPPED.glob('*.pt'))}.")
+    return path

@@ -97,3 +97,41 @@ def write_scenes(
             write_json(tmp / "meta.json", {**meta, "format": "npy", "classes": list(DIGIT_CLASSES), "files": files})
         save_grid(first_batch.images[:64], tmp / "preview.png", title=f"{grammar.name}, seed {seed}")
     return Path(out)
+
+
+def write_dataset(grammar, n: int, seed: int, out: str | os.PathLike, force: bool = False,
+                  show_progress: bool = True, mnist_dir: str | None = None, transform=None,
+                  meta: dict | None = None) -> Path:
+    """Render n scenes of any grammar to the VOC layout: a shipped name, a YAML file or a loaded
+    grammar, flat or scene graph; `transform(batch) -> attributes` rewrites the sampled scenes (a
+    learned generator: `datarena.metasim.io.write_generator_dataset`). The one entry point of the
+    CLI, the dataset track, the demo and the benchmarks."""
+    from datarena.scenes.graph import (
+        SceneGraphGrammar,
+        is_graph_grammar,
+        load_graph_grammar,
+        write_graph_scenes,
+    )
+
+    g = grammar
+    if isinstance(grammar, str | os.PathLike):
+        if is_graph_grammar(grammar):
+            g = load_graph_grammar(grammar)
+        else:
+            from datarena.scenes.grammar import load_grammar
+
+            g = load_grammar(str(grammar))
+    if isinstance(g, SceneGraphGrammar):
+        with torch.no_grad():
+            return write_graph_scenes(g, n, seed, out, force=force, transform=transform, meta=meta)
+    return write_scenes(g, n, seed, out, fmt="voc", force=force, mnist_dir=mnist_dir, show_progress=show_progress,
+                        transform=transform)
+
+
+def dataset_classes(grammar: str | os.PathLike) -> tuple[str, ...]:
+    """The class names (background first) a grammar's VOC dataset is labelled with."""
+    from datarena.scenes.graph import is_graph_grammar, load_graph_grammar
+
+    if is_graph_grammar(grammar):
+        return ("background", *load_graph_grammar(grammar).classes)
+    return DIGIT_CLASSES

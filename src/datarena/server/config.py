@@ -41,10 +41,11 @@ class TrackSpec(BaseModel):
     kind: Literal["labels", "dataset"]
     title: str = ""
     # ---- dataset tracks
-    classes: Literal["voc", "digits"] = "voc"  # VOC's 20 classes + background, or digit_scenes' 10 digits
+    # VOC's 20 classes + background, digit_scenes' 10 digits, or the aerial grammars' road, car, tree, house
+    classes: Literal["voc", "digits", "aerial"] = "voc"
     max_pairs: int = Field(10_000, ge=1)
     image_size: tuple[int, int] | None = (512, 512)  # (height, width); None = any
-    budget: str = "syntagen"  # syntagen, syntagen-100k, digit_scenes
+    budget: str = "syntagen"  # a preset of datarena.evaluate.train.PRESETS: syntagen, aerial_scenes, ...
     budget_overrides: dict = Field(default_factory=dict)  # e.g. {iterations: 150}
     device: str = "cpu"
     test_set: str | None = None  # a private directory on the server (VOC layout or .npz); never served
@@ -74,6 +75,12 @@ class TrackSpec(BaseModel):
                 raise ValueError(f"track {self.id!r}: the syntagen protocol needs deadline1 and deadline2")
             if self.deadline1 and self.deadline2 and self.deadline2 <= self.deadline1:
                 raise ValueError(f"track {self.id!r}: deadline2 must come after deadline1")
+            from datarena.evaluate.train import budget_from
+
+            try:  # a bad preset or override (seeds: 0, a typo'd key's value) fails here, named
+                budget_from(self.budget, **self.budget_overrides)
+            except ConfigError as exc:
+                raise ValueError(f"track {self.id!r}: budget {self.budget!r} with budget_overrides: {exc}") from None
         return self
 
 

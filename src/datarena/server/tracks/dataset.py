@@ -40,8 +40,7 @@ from datarena.data.archives import (
     unpack_safely,
 )
 from datarena.data.segmentation import (
-    DIGIT_CLASSES,
-    VOC_CLASSES,
+    CLASS_SETS,
     DatasetRules,
     validate_segmentation,
 )
@@ -74,7 +73,7 @@ class DatasetTrack(Track):
         super().__init__(arena, spec)
         from datarena.evaluate.train import budget_from
 
-        self.classes = VOC_CLASSES if spec.classes == "voc" else DIGIT_CLASSES
+        self.classes = CLASS_SETS[spec.classes]
         self.budget = budget_from(spec.budget, **spec.budget_overrides)  # a bad preset fails at start
         if self.budget.num_classes != len(self.classes):
             raise DatarenaError(f"track {self.id}: budget {spec.budget} trains {self.budget.num_classes} classes "
@@ -95,12 +94,14 @@ class DatasetTrack(Track):
             return
         if not self.spec.test_render:
             raise DatarenaError(f"track {self.id}: the test set {self.test_dir} does not exist.")
-        from datarena.scenes.grammar import load_grammar
-        from datarena.scenes.writers import write_scenes
+        from datarena.scenes.writers import dataset_classes, write_dataset
 
         r = self.spec.test_render
-        write_scenes(load_grammar(r["grammar"]), int(r["n"]), int(r.get("seed", 0)), self.test_dir,
-                     fmt="voc", show_progress=progress)
+        labels = dataset_classes(r["grammar"])
+        if labels != tuple(self.classes):
+            raise DatarenaError(f"track {self.id}: test_render grammar {r['grammar']} labels {', '.join(labels)}, "
+                                f"but the track's classes ({self.spec.classes}) are {', '.join(self.classes)}.")
+        write_dataset(r["grammar"], int(r["n"]), int(r.get("seed", 0)), self.test_dir, show_progress=progress)
 
     # ------------------------------------------------------------ the public / private split
 

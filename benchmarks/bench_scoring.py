@@ -1,0 +1,160 @@
+"""Does the dataset score resolve dataset quality? The quality ladder through the scoring instrument.
+
+Builds six aerial datasets whose order is known by construction (datarena.evaluate.ladder):
+target grammar (N renders), the first N/8 of them, the N with 30 % / 60 % of the objects'
+labels corrupted, the prior grammar, and a Meta-Sim generator learned from the prior; scores
+each with `score_dataset` (the one instrument the dataset track uses) at every training seed;
+prints each rung's mean, sigma, 95 % interval and seconds per run, the adjacent separations
+in units of the preset's seed sigma, and Spearman's rho of every chain at every seed.
+
+Run: .venv/bin/python benchmarks/bench_scoring.py [--preset aerial_scenes] [--seeds 0 1 2]
+     [--n 400] [--test 200] [--workers 2] [--set iterations=150 ...] [--generator generator.pt]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+RUNGS = ("target", "target_n8", "corrupt30", "corrupt60", "prior", "learned")
+
+
+def build(work: Path, n: int, n_test: int, generator: Path | None) -> dict[str, Path]:
+    """Render (once) every rung's dataset and the test set under `work`."""
+    from datarena.evaluate.ladder import corrupt_dataset
+    from datarena.scenes.writers import write_dataset
+
+    paths = {r: work / r for r in RUNGS} | {"test": work / "test"}
+
+    def render(name, grammar, count, seed):
+        if not paths[name].exists():
+            write_dataset(grammar, count, seed, paths[name])
+
+    render("test", "aerial_target", n_test, 12345)
+    render("target", "aerial_target", n, 7)
+    render("target_n8", "aerial_target", n // 8, 7)  # scene i depends on (seed, i) alone: the first N/8 of "target"
+    render("prior", "aerial", n, 7)
+    for frac, name in ((0.3, "corrupt30"), (0.6, "corrupt60")):
+        if not paths[name].exists():
+            corrupt_dataset(paths["target"], paths[name], frac, seed=7)
+    if not paths["learned"].exists():
+        if generator is None:
+            from datarena.metasim.io import shipped_generator
+
+            generator = shipped_generator("aerial_learned")
+        if str(generator) == "train":
+            from datarena.metasim.aerial import AerialConfig, save_aerial_run, train_aerial
+
+            t0 = time.perf_counter()
+            res = train_aerial("aerial", "aerial_target", AerialConfig(seed=0))
+            generator = save_aerial_run(res, "aerial", "aerial_target", work / "metasim", force=True) / "generator.pt"
+            print(f"trained the Meta-Sim generator (aerial -> aerial_target, seed 0) in {time.perf_counter() - t0:.0f} s")
+        from datarena.metasim.io import write_generator_dataset
+
+        write_generator_dataset(generator, n, 7, paths["learned"])
+    return paths
+
+
+def score_one(args: tuple) -> dict:
+    rung, seed, data, test, preset, overrides, out, threads = args
+    import torch
+
+    torch.set_num_threads(threads)
+    from datarena.evaluate.train import budget_from, score_dataset
+
+    budget = budget_from(preset, **{**overrides, "seed": seed, "seeds": 1})
+    t0 = time.perf_counter()
+    report = score_dataset(data, test, budget, out, show_progress=False, overlays_from="dataset")
+    conf = np.load(Path(out) / "confusions.npz")["seed0"]
+    return {"rung": rung, "seed": seed, "miou": report["miou"], "seconds": time.perf_counter() - t0,
+            "train_seconds": report["train_seconds"], "per_class": report["per_class_iou"], "conf": conf}
+
+
+def parse_overrides(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        out[key] = json.loads(value) if value[:1] in "[{0123456789-tfn" else value
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="aerial_scenes")
+    ap.add_argument("--set", nargs="*", default=[], help="budget overrides, key=value (JSON values)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--n", type=int, default=400, help="renders per dataset (the N/8 rung gets n // 8)")
+    ap.add_argument("--test", type=int, default=200, help="held-out target renders scored on")
+    ap.add_argument("--rungs", nargs="+", default=list(RUNGS), choices=RUNGS)
+    ap.add_argument("--workers", type=int, default=2, help="runs in parallel (each with 2 // workers threads)")
+    ap.add_argument("--generator", type=Path, help="a learned aerial generator.pt (default: the shipped one; "
+                    "'train' trains one, seed 0)")
+    ap.add_argument("--work", type=Path, default=Path("bench-scoring"), help="datasets and runs (kept: reruns reuse the datasets)")
+    ap.add_argument("--json", type=Path, help="write every run's figures here")
+    args = ap.parse_args()
+
+    from datarena.evaluate.ladder import CHAINS, spearman
+    from datarena.evaluate.uncertainty import score_interval
+
+    overrides = parse_overrides(args.set)
+    paths = build(args.work, args.n, args.test, args.generator)
+    tag = "-".join([args.preset, *(f"{k}{v}" for k, v in sorted(overrides.items()))]).replace("/", "_")
+    threads = max(1, (os.cpu_count() or 2) // args.workers) if args.workers > 1 else 2
+    jobs = [(r, s, paths[r], paths["test"], args.preset, overrides, args.work / "runs" / tag / f"{r}-{s}", threads)
+            for s in args.seeds for r in args.rungs]
+    t0 = time.perf_counter()
+    if args.workers > 1:
+        with ProcessPoolExecutor(args.workers) as pool:
+            runs = list(pool.map(score_one, jobs))
+    else:
+        runs = [score_one(j) for j in jobs]
+    wall = time.perf_counter() - t0
+
+    by = {(r["rung"], r["seed"]): r for r in runs}
+    rows = {}
+    for rung in args.rungs:
+        rs = [by[(rung, s)] for s in args.seeds]
+        mious = np.array([r["miou"] for r in rs])
+        iv = score_interval([r["conf"] for r in rs])
+        rows[rung] = {"mean": float(mious.mean()), "std": float(mious.std(ddof=1)) if len(mious) > 1 else 0.0,
+                      "low": iv["miou_low"], "high": iv["miou_high"], "seeds": mious.tolist(),
+                      "s_per_run": float(np.mean([r["seconds"] for r in rs])),
+                      "car": float(np.mean([r["per_class"].get("car", float("nan")) for r in rs]))}
+    sigma = float(np.sqrt(np.mean([rows[r]["std"] ** 2 for r in rows])))  # the preset's pooled seed sigma
+    print(f"\npreset {args.preset} {overrides or ''}; N = {args.n}, test = {args.test} target renders; seeds {args.seeds}; "
+          f"{len(runs)} runs in {wall:.0f} s ({args.workers} in parallel, {threads} thread(s) each)")
+    print(f"{'rung':<10} {'mean':>7} {'sigma':>7} {'95% interval':>17} {'car IoU':>8} {'s/run':>6}   per seed")
+    for rung, r in rows.items():
+        print(f"{rung:<10} {r['mean']:7.4f} {r['std']:7.4f}  [{r['low']:.4f}, {r['high']:.4f}] {r['car']:8.3f} "
+              f"{r['s_per_run']:6.1f}   {' '.join(f'{v:.4f}' for v in r['seeds'])}")
+    print(f"pooled seed-to-seed sigma of one run: {sigma:.4f}")
+    worst = float("inf")
+    rhos = []
+    for chain in CHAINS:
+        if not all(c in rows for c in chain):
+            continue
+        for a, b in zip(chain, chain[1:], strict=False):
+            gap = rows[a]["mean"] - rows[b]["mean"]
+            z = gap / sigma if sigma > 0 else float("inf")
+            worst = min(worst, z)
+            each = [by[(a, s)]["miou"] - by[(b, s)]["miou"] for s in args.seeds]
+            print(f"  {a} > {b}: gap {gap:+.4f} = {z:+.1f} sigma; per seed {' '.join(f'{g:+.4f}' for g in each)}")
+        per_seed = [spearman({r: by[(r, s)]["miou"] for r in chain}, chain) for s in args.seeds]
+        rhos += per_seed
+        print(f"  Spearman rho of {' > '.join(chain)} per seed: {' '.join(f'{x:+.2f}' for x in per_seed)}")
+    if rhos:
+        print(f"smallest adjacent separation: {worst:.1f} sigma (goal >= 3); Spearman rho 1.0 at every seed and chain: "
+              f"{'yes' if min(rhos) == 1.0 else 'NO'}")
+    if args.json:
+        args.json.write_text(json.dumps({"preset": args.preset, "overrides": overrides, "rows": rows, "sigma": sigma,
+                                         "runs": [{k: v for k, v in r.items() if k != "conf"} for r in runs]}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""The quality ladder's construction (corrupted masks, the known orders), the one scene-dataset
+writer for every grammar kind, and a dataset track on the aerial grammars (classes, test set,
+a challenge file's bad budget or split refused by name)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from datarena.data.segmentation import AERIAL_CLASSES, load_segmentation
+from datarena.errors import ConfigError
+from datarena.evaluate.ladder import CHAINS, corrupt_dataset, spearman
+from datarena.scenes.writers import dataset_classes, write_dataset
+
+
+@pytest.fixture(scope="module")
+def aerial(tmp_path_factory):
+    return write_dataset("aerial_target", 6, 3, tmp_path_factory.mktemp("ladder") / "target")
+
+
+def _objects(root):
+    return np.load(root / "instances.npz")["instances"]
+
+
+def test_corruption_relabels_only_the_chosen_share_of_objects(aerial, tmp_path):
+    clean = load_segmentation(aerial)
+    inst = _objects(aerial)
+    none = load_segmentation(corrupt_dataset(aerial, tmp_path / "c0", 0.0))
+    every = load_segmentation(corrupt_dataset(aerial, tmp_path / "c100", 1.0))
+    half = load_segmentation(corrupt_dataset(aerial, tmp_path / "c50", 0.5))
+    changed_objects = total = 0
+    for i in range(len(clean)):
+        img, mask = clean[i]
+        assert np.array_equal(none.mask(i), mask)
+        assert (aerial / "JPEGImages" / f"{clean.names[i]}.jpg").read_bytes() == \
+            (tmp_path / "c100" / "JPEGImages" / f"{clean.names[i]}.jpg").read_bytes()  # images untouched
+        bg = inst[i] == 0
+        assert np.array_equal(every.mask(i)[bg], mask[bg]) and np.array_equal(half.mask(i)[bg], mask[bg])
+        for k in np.unique(inst[i][inst[i] > 0]):
+            own = (inst[i] == k) & (mask != 0)
+            if not own.any():  # an object hidden under others
+                continue
+            cls = np.bincount(mask[own]).argmax()
+            new = every.mask(i)[own & (mask == cls)]
+            # erased, or swapped to the next object class: never the object's own label
+            assert set(np.unique(new)) <= {0, cls % (len(AERIAL_CLASSES) - 1) + 1}
+            total += 1
+            changed_objects += bool((half.mask(i)[own] != mask[own]).any())
+    assert 0.25 < changed_objects / total < 0.75
+    meta = json.loads((tmp_path / "c50" / "meta.json").read_text())
+    assert meta["corrupted"]["fraction"] == 0.5 and meta["classes"] == list(AERIAL_CLASSES)
+
+
+def test_corruption_refuses_what_it_cannot_do(aerial, tmp_path):
+    with pytest.raises(ConfigError, match=r"\[0, 1\]"):
+        corrupt_dataset(aerial, tmp_path / "x", 1.5)
+    flat = write_dataset("digit_scenes", 2, 0, tmp_path / "flat", show_progress=False)
+    (flat / "instances.npz").unlink(missing_ok=True)
+    with pytest.raises(ConfigError, match="instances.npz"):
+        corrupt_dataset(flat, tmp_path / "y", 0.3)
+
+
+def test_spearman_of_the_known_chains():
+    scores = {"target": 0.7, "target_n8": 0.6, "corrupt30": 0.65, "corrupt60": 0.5, "prior": 0.4, "learned": 0.55}
+    assert all(spearman(scores, chain) == 1.0 for chain in CHAINS)
+    assert spearman({**scores, "corrupt60": 0.69}, ("target", "corrupt30", "corrupt60")) == pytest.approx(0.5)
+    assert spearman({**scores, "prior": 0.9}, ("learned", "prior")) == -1.0
+
+
+def test_one_writer_for_flat_graph_and_learned_grammars(tmp_path):
+    from datarena.metasim.io import shipped_generator, write_generator_dataset
+
+    flat = load_segmentation(write_dataset("digit_scenes", 3, 0, tmp_path / "flat", show_progress=False))
+    graph = load_segmentation(write_dataset("aerial", 3, 0, tmp_path / "graph"))
+    learned = load_segmentation(write_generator_dataset(shipped_generator("aerial_learned"), 3, 0, tmp_path / "gen"))
+    assert flat.classes == dataset_classes("digit_scenes") and len(flat) == 3
+    assert graph.classes == learned.classes == dataset_classes("aerial") == AERIAL_CLASSES
+    # the same scenes (seed 0) rewritten by the generator: other pixels, same layout on disk
+    assert not np.array_equal(graph[0][0], learned[0][0]) and learned.meta["learned_generator"] == "aerial_learned.pt"
+    with pytest.raises(ConfigError, match="shipped"):
+        shipped_generator("nope")
+
+
+def _track(**over):
+    return {"id": "scenes", "kind": "dataset", "classes": "aerial", "image_size": [64, 64], "budget": "aerial_scenes",
+            "test_render": {"grammar": "aerial_target", "n": 4, "seed": 1}, **over}
+
+
+def _write(tmp_path, track):
+    import yaml
+
+    path = tmp_path / "challenge.yaml"
+    path.write_text(yaml.safe_dump({"title": "t", "data_dir": "d", "tracks": [track]}))
+    return path
+
+
+@pytest.mark.parametrize(("over", "named"), [
+    ({"budget_overrides": {"seeds": 0}}, "seeds"),
+    ({"budget_overrides": {"seeds": "three"}}, "seeds"),
+    ({"budget_overrides": {"sedes": 3}}, "sedes"),
+    ({"budget": "aerial_scenez"}, "aerial_scenez"),
+    ({"public_fraction": 1.5}, "public_fraction"),
+    ({"public_fraction": 0}, "public_fraction"),
+])
+def test_a_challenge_file_with_a_bad_budget_or_split_is_refused_by_name(tmp_path, over, named):
+    from datarena.server.config import load_challenge
+
+    with pytest.raises(ConfigError, match=named):
+        load_challenge(_write(tmp_path, _track(**over)))
+
+
+def test_the_example_challenge_scores_aerial_scenes_with_three_seeds(tmp_path):
+    from datarena.server.arena import Arena
+    from datarena.server.config import load_challenge
+    from datarena.server.tracks.dataset import DatasetTrack
+
+    spec = load_challenge("examples/dataset_challenge.yaml")
+    assert spec.tracks[0].budget == "aerial_scenes" and spec.tracks[0].classes == "aerial"
+    spec.data_dir, spec.database_url = str(tmp_path / "d"), f"sqlite:///{tmp_path / 'a.db'}"
+    track = DatasetTrack(Arena(spec), spec.tracks[0])
+    assert track.budget.seeds == 3 and track.classes == AERIAL_CLASSES
+    track.spec.test_render = {"grammar": "aerial_target", "n": 4, "seed": 1}
+    track.on_start(None, progress=False)  # renders the private test set once
+    assert load_segmentation(track.test_dir).classes == AERIAL_CLASSES and len(load_segmentation(track.test_dir)) == 4
+    wrong = DatasetTrack(Arena(spec), spec.tracks[0].model_copy(update={"test_render": {"grammar": "digit_scenes_target", "n": 2}}))
+    wrong.test_dir = tmp_path / "other"
+    with pytest.raises(Exception, match="labels background, 0, 1"):
+        wrong.on_start(None, progress=False)
