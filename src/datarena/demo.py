@@ -135,6 +135,11 @@ def dataset_round(arena, url: str, out: Path, console: Console) -> list[dict]:
         lb.add_row(str(r["rank"]), r["team"], f"{r['miou']:.4f}", f"[{r['miou_low']:.4f}, {r['miou_high']:.4f}]",
                    r["server_checksum"][:16])
     console.print(lb)
+    rows = board["rows"]
+    apart = [a["team"] + (" > " if a["miou_low"] > b["miou_high"] else " ~ ") + b["team"]
+             for a, b in zip(rows, rows[1:], strict=False)]
+    console.print(f"order on the board: {'; '.join(apart)} ('>' = the intervals separate, '~' = they overlap: "
+                  f"one rank group); resolution {board.get('resolution') or 0:.3f} mIoU")
     console.print("teams share a rank when no 95 % interval separates their scores (docs/evaluator.md)")
     console.print(f"track page: {url}{track.url()}")
     return results

@@ -90,4 +90,4 @@ def permute_nodes(batch: SceneGraphBatch, perm: torch.Tensor) -> SceneGraphBatch
     parent = batch.parent[:, perm]
     parent = torch.where(parent >= 0, inverse[parent.clamp_min(0)], parent)
     return SceneGraphBatch(batch.type_id[:, perm], batch.class_id[:, perm], parent, batch.present[:, perm],
-                           batch.attrs[:, perm], batch.mutable[:, perm])
+                           batch.attrs[:, perm], batch.mutable[:, perm], batch.keys)

@@ -162,6 +162,9 @@ class SceneGraphBatch:
     present: torch.Tensor  # (N, M) bool
     attrs: torch.Tensor  # (N, M, A) float
     mutable: torch.Tensor  # (N, M, A) bool: what a generator may change
+    # (N, 2) long: the (seed, index) each scene was sampled from; its pixel noise is drawn from them, so
+    # scene i looks the same in any batch and whatever a generator does to its attributes
+    keys: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.type_id)
@@ -193,8 +196,10 @@ def sample_graphs(grammar: SceneGraphGrammar, n: int, seed: int, start: int = 0)
                             mutable[row, k, ai] = attr in t.mutable
                     nodes[name].append(k)
                     k += 1
+    keys = torch.tensor([[seed, start + row] for row in range(n)], dtype=torch.long).reshape(n, 2)
     return SceneGraphBatch(torch.from_numpy(type_id), torch.from_numpy(class_id), torch.from_numpy(parent),
-                           torch.from_numpy(type_id >= 0), torch.from_numpy(attrs).float(), torch.from_numpy(mutable))
+                           torch.from_numpy(type_id >= 0), torch.from_numpy(attrs).float(), torch.from_numpy(mutable),
+                           keys)
 
 
 # ---------------------------------------------------------------- geometry and rendering
@@ -238,6 +243,18 @@ def node_geometry(grammar: SceneGraphGrammar, batch: SceneGraphBatch, attrs: tor
             attrs[:, :, _col("length")], attrs[:, :, _col("width")])
 
 
+def scene_noise(batch: SceneGraphBatch, shape: tuple[int, ...]) -> torch.Tensor:
+    """(N, *shape) standard normal pixel noise, scene i's drawn from its own (seed, index) key."""
+    if batch.keys is None:
+        raise ConfigError("this scene batch carries no sampling keys (sample it with sample_graphs) and its grammar "
+                          "adds pixel noise, which is drawn from them.")
+    out = []
+    for key in batch.keys.tolist():
+        state = int(np.random.SeedSequence([*key, 0x6E6F6973]).generate_state(1, np.uint64)[0] % (2**63))
+        out.append(torch.randn(tuple(shape), generator=torch.Generator().manual_seed(state)))
+    return torch.stack(out)
+
+
 @dataclass
 class RenderedGraph:
     images: torch.Tensor  # (N, 3, H, W) in [0, 1]
@@ -279,8 +296,7 @@ def render_graph(grammar: SceneGraphGrammar, batch: SceneGraphBatch, attrs: torc
         image = image * (1 - alpha[:, None]) + colour * alpha[:, None]
         covers.append(alpha.detach())
     if grammar.noise:
-        gen = torch.Generator().manual_seed(int(batch.attrs.sum().item() * 1000) % (2**31))
-        image = image + grammar.noise * torch.randn(image.shape, generator=gen)
+        image = image + grammar.noise * scene_noise(batch, image.shape[1:])
     # the topmost node with coverage > 0.5 owns a pixel (later nodes are painted above)
     cover = torch.stack(covers, 1)
     hard = (cover > 0.5).float() * (torch.arange(m) + 1).view(1, m, 1, 1)
