@@ -109,6 +109,9 @@ def test_render_aerial_as_a_voc_set(tmp_path):
     assert meta["generator"] == "datarena.scenes.graph" and meta["seed"] == 0
     inst = np.load(out / "instances.npz")
     assert inst["instances"].shape == (10, 64, 64) and inst["boxes"].shape == (10, AERIAL.max_nodes(), 4)
+    # one box convention with the flat renderer: -1 marks an absent node, real boxes lie on the canvas
+    present = sample_graphs(AERIAL, 10, 0).present.numpy()
+    assert (inst["boxes"][~present] == -1).all() and (inst["boxes"][present] >= 0).all()
 
 
 # ---------------------------------------------------------------- the graph generator

@@ -260,7 +260,7 @@ class RenderedGraph:
     images: torch.Tensor  # (N, 3, H, W) in [0, 1]
     masks: torch.Tensor  # (N, H, W) long class ids (0 background)
     instances: torch.Tensor  # (N, H, W) long node index + 1 (0 background)
-    boxes: torch.Tensor  # (N, M, 4) x0, y0, x1, y1 (zeros for absent nodes)
+    boxes: torch.Tensor  # (N, M, 4) x0, y0, x1, y1; -1 for absent nodes (as the flat renderer's)
 
 
 def render_graph(grammar: SceneGraphGrammar, batch: SceneGraphBatch, attrs: torch.Tensor | None = None,
@@ -308,7 +308,7 @@ def render_graph(grammar: SceneGraphGrammar, batch: SceneGraphBatch, attrs: torc
     x1 = (cx + 0.5 * (length.abs() * torch.cos(ang).abs() + width.abs() * torch.sin(ang).abs())).clamp(0, c)
     y0 = (cy - 0.5 * (length.abs() * torch.sin(ang).abs() + width.abs() * torch.cos(ang).abs())).clamp(0, c)
     y1 = (cy + 0.5 * (length.abs() * torch.sin(ang).abs() + width.abs() * torch.cos(ang).abs())).clamp(0, c)
-    boxes = torch.stack([x0, y0, x1, y1], -1) * batch.present[..., None]
+    boxes = torch.where(batch.present[..., None], torch.stack([x0, y0, x1, y1], -1), -1.0)
     return RenderedGraph(image.clamp(0, 1), masks, top, boxes.detach())
 
 
@@ -361,7 +361,7 @@ def write_graph_scenes(grammar: SceneGraphGrammar, n: int, seed: int, out: str |
             inst.append(r.instances.numpy().astype(np.int16))
             boxes.append(r.boxes.numpy())
         np.savez_compressed(tmp / "instances.npz", instances=np.concatenate(inst),
-                            boxes=np.concatenate([np.pad(b, ((0, 0), (0, grammar.max_nodes() - b.shape[1]), (0, 0)))
+                            boxes=np.concatenate([np.pad(b, ((0, 0), (0, grammar.max_nodes() - b.shape[1]), (0, 0)), constant_values=-1)
                                                   for b in boxes]))
         finish_voc(tmp, names, classes, {"generator": "datarena.scenes.graph", "grammar": grammar.model_dump(mode="json"),
                                          "seed": seed, "n": n, "datarena_version": datarena.__version__, **(meta or {})})
