@@ -233,12 +233,12 @@ def test_car_scores_come_from_the_shared_instrument_and_the_seed_alone():
     before (it trains in a forked RNG seeded by the config), so a seed's prior and oracle IoU can be reused."""
     from datarena.metasim.aerial import AerialConfig, car_scores
 
-    cfg = AerialConfig(eval_images=8, test_images=4, eval_overrides={"iterations": 3, "batch_size": 2})
+    cfg = AerialConfig(eval_images=8, test_images=4, eval_overrides={"iterations": 3, "batch_size": 2, "seeds": 2})
     torch.manual_seed(1)
     first = car_scores(AERIAL, load_graph_grammar("aerial_target"), cfg)
     torch.rand(1000)  # the global generator moved on; the run must not notice
     assert car_scores(AERIAL, load_graph_grammar("aerial_target"), cfg) == first
-    assert 0.0 <= first["car_iou"] <= 1.0 and 0.0 <= first["miou"] <= 1.0
+    assert 0.0 <= first["car_iou"] <= 1.0 and 0.0 <= first["miou"] <= 1.0 and first["training_seeds"] == 2
 
 
 def test_car_counts_and_summary():
