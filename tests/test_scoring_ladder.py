@@ -128,3 +128,20 @@ def test_the_example_challenge_scores_aerial_scenes_with_three_seeds(tmp_path):
     wrong.test_dir = tmp_path / "other"
     with pytest.raises(Exception, match="labels background, 0, 1"):
         wrong.on_start(None, progress=False)
+
+
+def test_scenes_render_writes_every_kind_through_one_writer(tmp_path):
+    """The CLI: a scene-graph grammar and a digit grammar to VOC, a digit grammar to npy; a scene
+    graph asked for npy, or nothing named, is refused with what to do."""
+    from tests.test_cli import run
+
+    for grammar in ("aerial", "digit_scenes"):
+        res = run("scenes", "render", grammar, "--n", "3", "--out", str(tmp_path / grammar))
+        assert res.returncode == 0, res.stderr
+        assert load_segmentation(tmp_path / grammar).classes == dataset_classes(grammar)
+    res = run("scenes", "render", "digit_scenes", "--n", "3", "--format", "npy", "--out", str(tmp_path / "npy"))
+    assert res.returncode == 0 and (tmp_path / "npy" / "X.npy").is_file(), res.stderr
+    bad = run("scenes", "render", "aerial", "--n", "3", "--format", "npy", "--out", str(tmp_path / "no"))
+    assert bad.returncode == 2 and "voc only" in bad.stderr and not (tmp_path / "no").exists()
+    bad = run("scenes", "render", "--n", "3", "--out", str(tmp_path / "none"))
+    assert bad.returncode == 2 and "GRAMMAR" in bad.stderr

@@ -49,35 +49,40 @@ def scenes_render(
     force: bool = typer.Option(False, "--force", help="Replace an existing non-empty output directory."),
     mnist_dir: Path = MNIST_DIR,
 ) -> None:
-    """Render a dataset of scenes with ground truth."""
-    from datarena.scenes.grammar import load_grammar
-    from datarena.scenes.writers import write_scenes
+    """Render a dataset of scenes with ground truth (any grammar kind, or a learned generator's renders)."""
+    from datarena.scenes.writers import write_dataset, write_scenes
+
+    if grammar is None and generator is None:
+        raise DatarenaError("name a GRAMMAR (see `datarena scenes list`) or pass --generator generator.pt.")
+    mnist = str(mnist_dir) if mnist_dir else None
+    what = f"{grammar}" if generator is None else f"the prior of {generator} rewritten by it"
+    if fmt == "voc":  # every kind, one writer
+        if generator is not None:
+            from datarena.metasim.io import write_generator_dataset
+
+            path = write_generator_dataset(generator, n, seed, out, force=force, mnist_dir=mnist)
+        else:
+            path = write_dataset(grammar, n, seed, out, force=force, mnist_dir=mnist)
+        console.print(f"wrote {n} scenes of {what} (voc) to {path}")
+        return
+    # npy: the hackathon layout, for the digit grammars
+    from datarena.scenes.graph import SceneGraphGrammar, is_graph_grammar
 
     transform = None
     if generator is not None:
         from datarena.metasim.io import load_generator
 
         transform, g = load_generator(generator)
-        from datarena.scenes.graph import SceneGraphGrammar, write_graph_scenes
-
-        if isinstance(g, SceneGraphGrammar):  # a learned scene-graph generator
-            path = write_graph_scenes(g, n, seed, out, force=force, transform=transform, meta={"learned_generator": str(generator)})
-            console.print(f"wrote {n} scenes of {g.name} rewritten by {generator} (voc) to {path}")
-            return
-    elif grammar is None:
-        raise DatarenaError("name a GRAMMAR (see `datarena scenes list`) or pass --generator generator.pt.")
+    elif is_graph_grammar(grammar):
+        g = None
     else:
-        from datarena.scenes.graph import is_graph_grammar, load_graph_grammar, write_graph_scenes
+        from datarena.scenes.grammar import load_grammar
 
-        if is_graph_grammar(grammar):  # a scene-graph grammar (aerial): VOC with instances and boxes
-            if fmt != "voc":
-                raise DatarenaError("scene-graph grammars render to --format voc only.")
-            path = write_graph_scenes(load_graph_grammar(grammar), n, seed, out, force=force)
-            console.print(f"wrote {n} scenes of {grammar} (voc; instances.npz holds instance ids and boxes) to {path}")
-            return
         g = load_grammar(grammar)
-    path = write_scenes(g, n, seed, out, fmt=fmt, force=force, mnist_dir=str(mnist_dir) if mnist_dir else None, transform=transform)
-    console.print(f"wrote {n} scenes of {g.name} ({fmt}) to {path}; preview: {path / 'preview.png'}")
+    if g is None or isinstance(g, SceneGraphGrammar):
+        raise DatarenaError("scene-graph grammars render to --format voc only.")
+    path = write_scenes(g, n, seed, out, fmt=fmt, force=force, mnist_dir=mnist, transform=transform)
+    console.print(f"wrote {n} scenes of {what} ({fmt}) to {path}; preview: {path / 'preview.png'}")
 
 
 metasim_app = typer.Typer(help="Meta-Sim: learn a scene generator that matches a target distribution.", no_args_is_help=True)

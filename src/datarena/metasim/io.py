@@ -32,12 +32,13 @@ def load_generator(path: str | Path):
     return gen, parse_grammar(blob["prior"], f"prior stored in {path}")
 
 
-def write_generator_dataset(generator: str | Path, n: int, seed: int, out: str | Path, force: bool = False) -> Path:
+def write_generator_dataset(generator: str | Path, n: int, seed: int, out: str | Path, force: bool = False,
+                            mnist_dir: str | None = None) -> Path:
     """Render n scenes of a learned generator's prior, rewritten by it, to the VOC layout."""
     from datarena.scenes.writers import write_dataset
 
     transform, grammar = load_generator(generator)
-    return write_dataset(grammar, n, seed, out, force=force, transform=transform,
+    return write_dataset(grammar, n, seed, out, force=force, transform=transform, mnist_dir=mnist_dir,
                          meta={"learned_generator": Path(generator).name})
 
 
