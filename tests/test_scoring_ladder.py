@@ -145,3 +145,34 @@ def test_scenes_render_writes_every_kind_through_one_writer(tmp_path):
     assert bad.returncode == 2 and "voc only" in bad.stderr and not (tmp_path / "no").exists()
     bad = run("scenes", "render", "--n", "3", "--out", str(tmp_path / "none"))
     assert bad.returncode == 2 and "GRAMMAR" in bad.stderr
+
+
+def test_a_rendered_aerial_dataset_is_regenerated_and_a_changed_file_caught(tmp_path):
+    """Verification regenerates a scene-graph dataset from the grammar and seed in its meta.json, as a
+    digit one; a tampered mask is named; a learned generator's renders are not regenerated here."""
+    from datarena.data.segmentation import save_mask_png
+    from datarena.evaluate.verify import regenerate_check
+    from datarena.metasim.io import shipped_generator, write_generator_dataset
+
+    data = write_dataset("aerial", 5, 11, tmp_path / "a")
+    assert regenerate_check(data) == {"status": "identical", "detail": "10 files identical"}
+    mask = load_segmentation(data).mask(2).copy()
+    mask[0, 0] = 3 if mask[0, 0] != 3 else 4
+    save_mask_png(mask, data / "SegmentationClass" / "000002.png")
+    bad = regenerate_check(data)
+    assert bad["status"] == "mismatch" and "SegmentationClass/000002.png" in bad["detail"]
+    learned = write_generator_dataset(shipped_generator("aerial_learned"), 2, 0, tmp_path / "g")
+    assert regenerate_check(learned)["status"] == "not applicable"
+
+
+def test_the_rerun_rule():
+    from datarena.evaluate.verify import compare_rerun
+
+    ref = {"model_sha256": "a" * 64, "miou": 0.60, "device": "cpu", "torch": "2.13", "datarena_version": "1",
+           "miou_low": 0.58, "miou_high": 0.62}
+    assert compare_rerun({**ref}, ref)["ok"]
+    assert not compare_rerun({**ref, "model_sha256": "b" * 64}, ref)["ok"]  # same setup: bit-exact or nothing
+    other = {**ref, "device": "cuda", "model_sha256": "b" * 64}
+    assert compare_rerun({**other, "miou": 0.605}, ref, tolerance=0.01)["ok"]
+    verdict = compare_rerun({**other, "miou": 0.65}, ref, tolerance=0.01)
+    assert not verdict["ok"] and "0.0100" in verdict["rule"] and "difference 0.0500" in verdict["reason"]

@@ -78,70 +78,37 @@ def verify_dataset_job(payload: dict, ctx: JobContext) -> dict:
     tolerance. A dataset whose meta.json says datarena rendered it (`scenes render`) is also
     regenerated from its recorded grammar and seed, and every file hash compared.
     """
-    ref = payload["reference"]
-    regen = regenerate_check(Path(payload["dataset"]), ctx)
-    rerun = score_dataset_job(payload, ctx)
-    same_setup = all(rerun.get(k) == ref.get(k) for k in ("device", "torch", "datarena_version"))
-    if same_setup:
-        ok = rerun["model_sha256"] == ref.get("model_sha256")
-        rule = "same device and versions: the model checksum must be identical"
-        why = "checksums agree" if ok else f"checksum {rerun['model_sha256'][:12]} != recorded {str(ref.get('model_sha256'))[:12]}"
-    else:
-        from datarena.evaluate.uncertainty import rerun_tolerance
+    from datarena.evaluate.verify import compare_rerun, regenerate_check
 
-        diff = abs(rerun["miou"] - float(ref.get("miou", 0.0)))
-        if payload.get("tolerance") is not None:
-            tol, basis = float(payload["tolerance"]), "the track's verify_tolerance"
-        else:
-            tol, basis = rerun_tolerance(ref)
-        ok = diff <= tol
-        rule = f"different device or versions: |mIoU difference| <= {tol:.4f} ({basis})"
-        why = f"mIoU {rerun['miou']:.4f} vs recorded {float(ref.get('miou', 0.0)):.4f} (difference {diff:.4f})"
+    ref = payload["reference"]
+    regen = regenerate_check(Path(payload["dataset"]), ctx.log)
+    rerun = score_dataset_job(payload, ctx)
+    verdict = compare_rerun(rerun, ref, payload.get("tolerance"))
+    ok, why = verdict["ok"], verdict["reason"]
     if regen["status"] == "mismatch":
         ok, why = False, f"{why}; regenerated dataset differs: {regen['detail']}"
-    return {"status": "pass" if ok else "fail", "rule": rule, "reason": why, "regeneration": regen,
+    return {"status": "pass" if ok else "fail", "rule": verdict["rule"], "reason": why, "regeneration": regen,
             "miou": rerun["miou"], "model_sha256": rerun["model_sha256"]}
 
 
-def regenerate_check(dataset: Path, ctx: JobContext) -> dict:
-    """Regenerate a dataset datarena rendered from its meta.json and compare file hashes."""
-    import json
-    import tempfile
-
-    meta_path = dataset / "meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    if meta.get("generator") != "datarena.scenes" or meta.get("format") != "voc":
-        what = meta.get("generator") or "unknown"
-        return {"status": "not applicable", "detail": f"generator {what}: only `scenes render` datasets are "
-                                                      f"regenerated here"}
-    from datarena.data.checksums import sha256_file
-    from datarena.scenes.grammar import parse_grammar
-    from datarena.scenes.writers import write_scenes
-
-    ctx.log(f"regenerating {meta['n']} scenes of {meta['grammar'].get('name')} seed {meta['seed']}")
-    with tempfile.TemporaryDirectory(prefix="datarena-regen-") as tmp:
-        again = write_scenes(parse_grammar(meta["grammar"]), int(meta["n"]), int(meta["seed"]), Path(tmp) / "d",
-                             fmt="voc", show_progress=False)
-        bad = [rel for rel, digest in meta.get("files", {}).items()
-               if not (dataset / rel).is_file() or sha256_file(dataset / rel) != digest
-               or sha256_file(again / rel) != digest]
-    if bad:
-        return {"status": "mismatch", "detail": f"{len(bad)} files differ (first: {bad[0]})"}
-    return {"status": "identical", "detail": f"{len(meta.get('files', {}))} files identical"}
-
-
 def render_scenes_job(payload: dict, ctx: JobContext) -> dict:
-    """payload: grammar, n, out, seed (0), format (voc), mnist_dir."""
-    from datarena.scenes.grammar import load_grammar
-    from datarena.scenes.writers import write_scenes
+    """payload: grammar (any kind), n, out, seed (0), format (voc; npy for the digit grammars), mnist_dir."""
+    from datarena.scenes.writers import write_dataset, write_scenes
 
     _require(payload, "grammar", "n", "out")
     ctx.progress(0, 1, f"rendering {payload['n']} scenes of {payload['grammar']}")
-    path = write_scenes(load_grammar(payload["grammar"]), int(payload["n"]), int(payload.get("seed", 0)),
-                        payload["out"], fmt=payload.get("format", "voc"), force=True,
-                        mnist_dir=payload.get("mnist_dir"))
+    n, seed, fmt = int(payload["n"]), int(payload.get("seed", 0)), payload.get("format", "voc")
+    if fmt == "voc":
+        path = write_dataset(payload["grammar"], n, seed, payload["out"], force=True, show_progress=False,
+                             mnist_dir=payload.get("mnist_dir"))
+    else:
+        from datarena.scenes.grammar import load_grammar
+
+        path = write_scenes(load_grammar(payload["grammar"]), n, seed, payload["out"], fmt=fmt, force=True,
+                            mnist_dir=payload.get("mnist_dir"))
     ctx.progress(1, 1, "written")
-    return {"out": str(path), "n": int(payload["n"]), "artefacts": {"preview": str(Path(path) / "preview.png")}}
+    preview = Path(path) / "preview.png"
+    return {"out": str(path), "n": n, "artefacts": {"preview": str(preview)} if preview.is_file() else {}}
 
 
 def diffuse_shard_job(payload: dict, ctx: JobContext) -> dict:

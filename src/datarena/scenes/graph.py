@@ -363,7 +363,9 @@ def write_graph_scenes(grammar: SceneGraphGrammar, n: int, seed: int, out: str |
         np.savez_compressed(tmp / "instances.npz", instances=np.concatenate(inst),
                             boxes=np.concatenate([np.pad(b, ((0, 0), (0, grammar.max_nodes() - b.shape[1]), (0, 0)), constant_values=-1)
                                                   for b in boxes]))
+        # meta.json sorts its keys: the types' order (which decides how scenes are sampled) is kept apart
         finish_voc(tmp, names, classes, {"generator": "datarena.scenes.graph", "grammar": grammar.model_dump(mode="json"),
+                                         "type_order": list(grammar.types),
                                          "seed": seed, "n": n, "datarena_version": datarena.__version__, **(meta or {})})
     return Path(out)
 
