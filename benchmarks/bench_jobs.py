@@ -87,9 +87,9 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=3)
     args = ap.parse_args()
 
-    import tests.test_jobs as tj
+    import datarena.testing.cluster as cluster_module
 
-    tj.LEASE_S = args.lease
+    cluster_module.LEASE_S = args.lease  # what Cluster reads when it starts workers
     inline = inline_seconds(args.jobs)
     print(f"inline noop: {inline * 1e6:.1f} us per job")
 

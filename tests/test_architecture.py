@@ -124,3 +124,12 @@ def test_domain_modules_carry_no_http_status_codes():
         if re.search(r"\bApiError\b|HTTPException|status_code=4\d\d", text):
             found.append(str(path.relative_to(SRC)))
     assert found == []
+
+
+def test_the_tests_tree_mirrors_the_package():
+    """tests/<part>/ holds the tests of datarena/<part>/; only cross-cutting checks sit at the top."""
+    tests = Path(__file__).resolve().parent
+    parts = [d for d in tests.iterdir() if d.is_dir() and (d / "__init__.py").is_file()]
+    assert parts and all((PKG / d.name).is_dir() for d in parts), [d.name for d in parts if not (PKG / d.name).is_dir()]
+    top = sorted(p.name for p in tests.glob("test_*.py"))
+    assert top == ["test_architecture.py"], top

@@ -133,7 +133,7 @@ def test_the_example_challenge_scores_aerial_scenes_with_three_seeds(tmp_path):
 def test_scenes_render_writes_every_kind_through_one_writer(tmp_path):
     """The CLI: a scene-graph grammar and a digit grammar to VOC, a digit grammar to npy; a scene
     graph asked for npy, or nothing named, is refused with what to do."""
-    from tests.test_cli import run
+    from tests.cli.test_cli import run
 
     for grammar in ("aerial", "digit_scenes"):
         res = run("scenes", "render", grammar, "--n", "3", "--out", str(tmp_path / grammar))

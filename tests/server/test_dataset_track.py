@@ -27,8 +27,8 @@ from datarena.data.segmentation import make_voc_dirs, write_pair
 from datarena.server.arena import Arena
 from datarena.server.runner import BackgroundServer
 from tests.conftest import fast_challenge, serving
-from tests.test_jobs import REDIS, _port_open
-from tests.test_server import new_team
+from tests.jobs.test_jobs import REDIS, _port_open
+from tests.server.test_server import new_team
 
 PASSWORD = "correct horse battery"
 FAST = {"iterations": 8, "batch_size": 2, "pretrained": "none", "class_weights": "uniform", "checkpoint_every": 4}

@@ -76,7 +76,7 @@ def test_upload_a_dataset_and_see_its_score(browser, tmp_path, artifacts):
 
     from datarena.scenes.grammar import load_grammar
     from datarena.scenes.writers import write_scenes
-    from tests.test_dataset_track import FAST
+    from tests.server.test_dataset_track import FAST
 
     test_set = write_scenes(load_grammar("digit_scenes_target"), 4, 5, tmp_path / "test", fmt="voc", show_progress=False)
     mine = write_scenes(load_grammar("digit_scenes"), 8, 0, tmp_path / "mine", fmt="voc", show_progress=False)

@@ -284,7 +284,7 @@ def test_metasim_cli_on_scene_graphs_and_render_the_learned_generator(tmp_path):
     """`datarena metasim train --prior aerial` trains the graph generator; `scenes render --generator`
     writes its scenes as a VOC set a dataset track takes."""
     from datarena.data.segmentation import DatasetRules, validate_dataset
-    from tests.test_cli import run
+    from tests.cli.test_cli import run
 
     out = tmp_path / "run"
     res = run("metasim", "train", "--prior", "aerial", "--target", "aerial_target", "--epochs", "3", "--loss", "mmd",

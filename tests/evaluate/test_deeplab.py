@@ -13,7 +13,7 @@ from datarena.evaluate.checksum import checkpoint_sha256, state_dict_sha256
 from datarena.evaluate.deeplab import deeplabv3
 from datarena.evaluate.metrics import confusion_matrix, segmentation_scores
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "deeplabv3_resnet50_state_dict.json"
+REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "deeplabv3_resnet50_state_dict.json"
 LOCAL_REFERENCE = Path(__file__).parent / "data" / "deeplabv3_resnet50_state_dict.json"
 
 
