@@ -103,12 +103,25 @@ def _write(tmp_path, track):
     ({"budget": "aerial_scenez"}, "aerial_scenez"),
     ({"public_fraction": 1.5}, "public_fraction"),
     ({"public_fraction": 0}, "public_fraction"),
+    ({"budjet": "aerial_scenes"}, "budjet"),  # a misspelt setting is refused, not ignored
+    ({"kind": "videos"}, "kind"),
 ])
 def test_a_challenge_file_with_a_bad_budget_or_split_is_refused_by_name(tmp_path, over, named):
     from datarena.server.config import load_challenge
 
     with pytest.raises(ConfigError, match=named):
         load_challenge(_write(tmp_path, _track(**over)))
+
+
+def test_track_specs_are_a_union_by_kind(tmp_path):
+    """`kind` picks the spec: a labels track takes no dataset settings; the default challenge is one labels track."""
+    from datarena.server.config import ChallengeSpec, DatasetTrackSpec, LabelsTrackSpec, load_challenge
+
+    with pytest.raises(ConfigError, match="budget"):
+        load_challenge(_write(tmp_path, {"id": "labels", "kind": "labels", "budget": "aerial_scenes"}))
+    spec = load_challenge(_write(tmp_path, _track()))
+    assert isinstance(spec.tracks[0], DatasetTrackSpec)
+    assert [type(t) for t in ChallengeSpec().tracks] == [LabelsTrackSpec]
 
 
 def test_the_example_challenge_scores_aerial_scenes_with_three_seeds(tmp_path):

@@ -6,10 +6,10 @@ import os
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from datarena.db import DATABASE_ENV
 from datarena.errors import ConfigError
@@ -34,13 +34,26 @@ class ChallengeExercise(BaseModel):
         return str(v)
 
 
-class TrackSpec(BaseModel):
-    """One track of a challenge: `labels` (the exercise suite above) or `dataset` (submitted datasets)."""
+class TrackBase(BaseModel):
+    """What every track has. A kind of track is a subclass with its own `kind` literal, added to
+    the `TrackSpec` union below (and its classes in `server/tracks/`)."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt setting is refused, named, not ignored
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
-    kind: Literal["labels", "dataset"]
     title: str = ""
-    # ---- dataset tracks
+
+
+class LabelsTrackSpec(TrackBase):
+    """The exercise suite of the challenge file (reveals, label submissions)."""
+
+    kind: Literal["labels"]
+
+
+class DatasetTrackSpec(TrackBase):
+    """Submitted segmentation datasets, scored by the organisers' fixed training."""
+
+    kind: Literal["dataset"]
     # VOC's 20 classes + background, digit_scenes' 10 digits, or the aerial grammars' road, car, tree, house
     classes: Literal["voc", "digits", "aerial"] = "voc"
     max_pairs: int = Field(10_000, ge=1)
@@ -67,21 +80,24 @@ class TrackSpec(BaseModel):
     verify_tolerance: float | None = Field(None, ge=0)
 
     @model_validator(mode="after")
-    def _dataset_needs(self) -> TrackSpec:
-        if self.kind == "dataset":
-            if not self.test_set and not self.test_render:
-                raise ValueError(f"dataset track {self.id!r} needs test_set (a private directory) or test_render")
-            if self.protocol == "syntagen" and (self.deadline1 is None or self.deadline2 is None):
-                raise ValueError(f"track {self.id!r}: the syntagen protocol needs deadline1 and deadline2")
-            if self.deadline1 and self.deadline2 and self.deadline2 <= self.deadline1:
-                raise ValueError(f"track {self.id!r}: deadline2 must come after deadline1")
-            from datarena.evaluate.train import budget_from
+    def _dataset_needs(self) -> DatasetTrackSpec:
+        if not self.test_set and not self.test_render:
+            raise ValueError(f"dataset track {self.id!r} needs test_set (a private directory) or test_render")
+        if self.protocol == "syntagen" and (self.deadline1 is None or self.deadline2 is None):
+            raise ValueError(f"track {self.id!r}: the syntagen protocol needs deadline1 and deadline2")
+        if self.deadline1 and self.deadline2 and self.deadline2 <= self.deadline1:
+            raise ValueError(f"track {self.id!r}: deadline2 must come after deadline1")
+        from datarena.evaluate.train import budget_from
 
-            try:  # a bad preset or override (seeds: 0, a typo'd key's value) fails here, named
-                budget_from(self.budget, **self.budget_overrides)
-            except ConfigError as exc:
-                raise ValueError(f"track {self.id!r}: budget {self.budget!r} with budget_overrides: {exc}") from None
+        try:  # a bad preset or override (seeds: 0, a typo'd key's value) fails here, named
+            budget_from(self.budget, **self.budget_overrides)
+        except ConfigError as exc:
+            raise ValueError(f"track {self.id!r}: budget {self.budget!r} with budget_overrides: {exc}") from None
         return self
+
+
+# the discriminated union of track specs: `kind` picks the model
+TrackSpec = Annotated[LabelsTrackSpec | DatasetTrackSpec, Field(discriminator="kind")]
 
 
 class ChallengeSpec(BaseModel):
@@ -108,7 +124,7 @@ class ChallengeSpec(BaseModel):
     cifar_dir: str | None = None
     faces_dir: str | None = None
     jobs: JobSettings = Field(default_factory=JobSettings)  # the job queue (datarena.jobs)
-    tracks: list[TrackSpec] = Field(default_factory=lambda: [TrackSpec(id="labels", kind="labels")])
+    tracks: list[TrackSpec] = Field(default_factory=lambda: [LabelsTrackSpec(id="labels", kind="labels")])
 
     @field_validator("phases")
     @classmethod
@@ -167,7 +183,7 @@ def load_challenge(path: str | Path | None = None, **overrides) -> ChallengeSpec
     if not Path(spec.data_dir).is_absolute():
         spec.data_dir = str(base / spec.data_dir)
     for t in spec.tracks:
-        if t.test_set and not Path(t.test_set).is_absolute():
+        if isinstance(t, DatasetTrackSpec) and t.test_set and not Path(t.test_set).is_absolute():
             t.test_set = str(base / t.test_set)
     if spec.secret_file and not Path(spec.secret_file).is_absolute():
         spec.secret_file = str(base / spec.secret_file)
