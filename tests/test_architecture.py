@@ -133,3 +133,16 @@ def test_the_tests_tree_mirrors_the_package():
     assert parts and all((PKG / d.name).is_dir() for d in parts), [d.name for d in parts if not (PKG / d.name).is_dir()]
     top = sorted(p.name for p in tests.glob("test_*.py"))
     assert top == ["test_architecture.py"], top
+
+
+def test_track_domain_modules_import_no_web_code():
+    """A track's domain logic (server/tracks/) is apart from its routes (server/routes/): no FastAPI,
+    Starlette or request helpers in it."""
+    web = ("fastapi", "starlette", "datarena.server.web", "datarena.server.app", "datarena.server.routes")
+    for path in (PKG / "server" / "tracks").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        names += [f"{n.module}.{a.name}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names]
+        bad = [m for m in names if any(m == w or m.startswith(w + ".") for w in web)]
+        assert not bad, (path.name, bad)

@@ -115,7 +115,12 @@ def test_a_challenge_file_with_a_bad_budget_or_split_is_refused_by_name(tmp_path
 
 def test_track_specs_are_a_union_by_kind(tmp_path):
     """`kind` picks the spec: a labels track takes no dataset settings; the default challenge is one labels track."""
-    from datarena.server.config import ChallengeSpec, DatasetTrackSpec, LabelsTrackSpec, load_challenge
+    from datarena.server.config import (
+        ChallengeSpec,
+        DatasetTrackSpec,
+        LabelsTrackSpec,
+        load_challenge,
+    )
 
     with pytest.raises(ConfigError, match="budget"):
         load_challenge(_write(tmp_path, {"id": "labels", "kind": "labels", "budget": "aerial_scenes"}))

@@ -205,8 +205,10 @@ def create_app(arena: Arena) -> FastAPI:
         resp.delete_cookie(web.SESSION_COOKIE)
         return resp
 
+    from datarena.server.routes import mount_track
+
     for track in arena.tracks.values():
-        track.mount(app, pages)
+        mount_track(track, app, pages)
     if "/" not in {getattr(r, "path", None) for r in app.routes}:  # no labels track: home = first track
 
         @app.get("/", include_in_schema=False)

@@ -1,9 +1,10 @@
-"""Tracks: one module per kind of challenge track.
+"""Tracks: one domain module per kind of challenge track (no web imports).
 
-A track owns its data, submissions, scoring, leaderboard and routes. The Arena builds one
-object per entry of the challenge's `tracks:` list and asks each to prepare a new phase,
-mount its routes, rank teams and export results; adding a kind of track is one module and
-one line in KINDS.
+A track owns its data, submissions, scoring and leaderboard. The Arena builds one object per
+entry of the challenge's `tracks:` list and asks each to prepare a new phase, rank teams and
+export results; its HTTP routes are `server/routes/<kind>.py`. Adding a kind of track is one
+module here, one routes module, one line in KINDS and `routes.ROUTES`, and its spec in the
+`TrackSpec` union (`server/config.py`).
 """
 
 from __future__ import annotations
@@ -15,10 +16,7 @@ from typing import TYPE_CHECKING
 from datarena.errors import ConfigError
 
 if TYPE_CHECKING:
-    from fastapi import FastAPI
-
     from datarena.server.models import Phase
-    from datarena.server.web import Pages
 
 KINDS = {
     "labels": "datarena.server.tracks.labels:LabelsTrack",
@@ -48,10 +46,6 @@ class Track(ABC):
 
     def on_start(self, phase: Phase, progress: bool) -> None:  # noqa: B027
         """Check or make what the track needs each time the server starts (e.g. a test set); nothing by default."""
-
-    @abstractmethod
-    def mount(self, app: FastAPI, pages: Pages) -> None:
-        """Add the track's API routes and pages."""
 
     @abstractmethod
     def leaderboard(self, phase_id: int | None = None) -> dict:
