@@ -77,10 +77,14 @@ def score_one(args: tuple) -> dict:
 
 
 def parse_overrides(items: list[str]) -> dict:
+    """key=value pairs; a value is JSON when it parses as JSON (150, 0.5, [1, 2], null), else a string."""
     out = {}
     for item in items:
         key, _, value = item.partition("=")
-        out[key] = json.loads(value) if value[:1] in "[{0123456789-tfn" else value
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
     return out
 
 
@@ -105,7 +109,7 @@ def main() -> None:
     overrides = parse_overrides(args.set)
     paths = build(args.work, args.n, args.test, args.generator)
     tag = "-".join([args.preset, *(f"{k}{v}" for k, v in sorted(overrides.items()))]).replace("/", "_")
-    threads = max(1, (os.cpu_count() or 2) // args.workers) if args.workers > 1 else 2
+    threads = max(1, (os.cpu_count() or 2) // args.workers)
     jobs = [(r, s, paths[r], paths["test"], args.preset, overrides, args.work / "runs" / tag / f"{r}-{s}", threads)
             for s in args.seeds for r in args.rungs]
     t0 = time.perf_counter()

@@ -38,6 +38,7 @@ from datarena.scenes.graph import (
     SceneGraphBatch,
     SceneGraphGrammar,
     load_graph_grammar,
+    render_batches,
     render_graph,
     sample_graphs,
     save_rgb_grid,
@@ -248,17 +249,11 @@ def train_aerial(prior: SceneGraphGrammar | str = "aerial", target: SceneGraphGr
 # ---------------------------------------------------------------- the reported task
 
 
-def render_set(grammar: SceneGraphGrammar, n: int, seed: int, gen: GraphGenerator | None = None,
-               batch_size: int = 64) -> SegmentationSet:
+def render_set(grammar: SceneGraphGrammar, n: int, seed: int, gen: GraphGenerator | None = None) -> SegmentationSet:
     """n scenes of `grammar` (rewritten by `gen`) as an in-memory segmentation dataset (uint8)."""
-    images, masks = [], []
-    for start in range(0, n, batch_size):
-        batch = sample_graphs(grammar, min(batch_size, n - start), seed, start=start)
-        with torch.no_grad():
-            r = render_graph(grammar, batch, gen(batch) if gen is not None else None)
-        images.append((r.images.permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8))
-        masks.append(r.masks.numpy().astype(np.uint8))
-    return SegmentationSet(np.concatenate(images), np.concatenate(masks), ("background", *grammar.classes))
+    parts = [(images, masks) for _, images, masks, _ in render_batches(grammar, n, seed, gen)]
+    return SegmentationSet(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+                           ("background", *grammar.classes))
 
 
 def car_scores(train_grammar: SceneGraphGrammar, test_grammar: SceneGraphGrammar, cfg: AerialConfig,

@@ -333,6 +333,17 @@ def _texture(grammar, order, ti, colour, u, v, half_l, half_w):
     return torch.stack(rows)
 
 
+def render_batches(grammar: SceneGraphGrammar, n: int, seed: int, transform=None, batch_size: int = 64):
+    """Scenes 0..n-1 in batches: yields (start, images (B, H, W, 3) uint8, masks (B, H, W) uint8, the
+    RenderedGraph). `transform(batch) -> attrs` rewrites the sampled attributes first (a learned generator)."""
+    for start in range(0, n, batch_size):
+        batch = sample_graphs(grammar, min(batch_size, n - start), seed, start)
+        with torch.no_grad():
+            r = render_graph(grammar, batch, transform(batch) if transform is not None else None)
+        images = (r.images.permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
+        yield start, images, r.masks.numpy().astype(np.uint8), r
+
+
 def write_graph_scenes(grammar: SceneGraphGrammar, n: int, seed: int, out: str | Path, force: bool = False,
                        batch_size: int = 64, transform=None, meta: dict | None = None) -> Path:
     """Render n scenes to the VOC layout (image, class mask) with meta.json, instances and boxes (npz).
@@ -348,21 +359,14 @@ def write_graph_scenes(grammar: SceneGraphGrammar, n: int, seed: int, out: str |
     with atomic_directory(out, force=force) as tmp:
         make_voc_dirs(tmp)
         names, inst, boxes = [], [], []
-        for start in range(0, n, batch_size):
-            count = min(batch_size, n - start)
-            batch = sample_graphs(grammar, count, seed, start)
-            with torch.no_grad():
-                r = render_graph(grammar, batch, transform(batch) if transform is not None else None)
-            images = (r.images.permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
-            for i in range(count):
+        for start, images, masks, r in render_batches(grammar, n, seed, transform, batch_size):
+            for i in range(len(images)):
                 name = f"{start + i:06d}"
-                write_pair(tmp, name, images[i], r.masks[i].numpy().astype(np.uint8))
+                write_pair(tmp, name, images[i], masks[i])
                 names.append(name)
             inst.append(r.instances.numpy().astype(np.int16))
-            boxes.append(r.boxes.numpy())
-        np.savez_compressed(tmp / "instances.npz", instances=np.concatenate(inst),
-                            boxes=np.concatenate([np.pad(b, ((0, 0), (0, grammar.max_nodes() - b.shape[1]), (0, 0)), constant_values=-1)
-                                                  for b in boxes]))
+            boxes.append(r.boxes.numpy())  # (B, max_nodes, 4): every batch has the grammar's node count
+        np.savez_compressed(tmp / "instances.npz", instances=np.concatenate(inst), boxes=np.concatenate(boxes))
         # meta.json sorts its keys: the types' order (which decides how scenes are sampled) is kept apart
         finish_voc(tmp, names, classes, {"generator": "datarena.scenes.graph", "grammar": grammar.model_dump(mode="json"),
                                          "type_order": list(grammar.types),
