@@ -181,6 +181,12 @@ def test_a_rendered_aerial_dataset_is_regenerated_and_a_changed_file_caught(tmp_
     assert bad["status"] == "mismatch" and "SegmentationClass/000002.png" in bad["detail"]
     learned = write_generator_dataset(shipped_generator("aerial_learned"), 2, 0, tmp_path / "g")
     assert regenerate_check(learned)["status"] == "not applicable"
+    # written before meta.json kept the types' order: the order is unknown, so no verdict (not a false mismatch)
+    older = write_dataset("aerial", 2, 0, tmp_path / "old")
+    meta = json.loads((older / "meta.json").read_text())
+    del meta["type_order"]
+    (older / "meta.json").write_text(json.dumps(meta))
+    assert regenerate_check(older)["status"] == "not applicable"
 
 
 def test_the_rerun_rule():

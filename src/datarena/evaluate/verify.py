@@ -39,8 +39,9 @@ def regenerate_check(dataset: str | Path, log: Callable[[str], None] | None = No
     meta_path = dataset / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     kind = meta.get("generator")
+    # a scene graph's sampling follows its types' order, which meta.json (sorted keys) keeps only in type_order
     if kind not in ("datarena.scenes", "datarena.scenes.graph") or meta.get("format") != "voc" \
-            or "learned_generator" in meta:
+            or "learned_generator" in meta or (kind == "datarena.scenes.graph" and "type_order" not in meta):
         what = "a learned generator" if "learned_generator" in meta else (kind or "unknown")
         return {"status": "not applicable",
                 "detail": f"generator {what}: only grammar renders (`scenes render GRAMMAR`) are regenerated here"}
@@ -50,9 +51,8 @@ def regenerate_check(dataset: str | Path, log: Callable[[str], None] | None = No
         if kind == "datarena.scenes.graph":
             from datarena.scenes.graph import parse_graph_grammar, write_graph_scenes
 
-            recorded = dict(meta["grammar"])
-            if "type_order" in meta:  # the order the grammar file gave its types (sampling follows it)
-                recorded["types"] = {k: recorded["types"][k] for k in meta["type_order"]}
+            recorded = dict(meta["grammar"])  # with its types in the order the grammar file gave them
+            recorded["types"] = {k: recorded["types"][k] for k in meta["type_order"]}
             again = write_graph_scenes(parse_graph_grammar(recorded, "the recorded grammar"), int(meta["n"]),
                                        int(meta["seed"]), Path(tmp) / "d")
         else:
