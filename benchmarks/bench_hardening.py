@@ -33,9 +33,9 @@ from PIL import Image
 
 from datarena.client import ArenaClient
 from datarena.data.segmentation import make_voc_dirs, write_pair
-from datarena.server.arena import Arena
-from datarena.server.config import ChallengeSpec
-from datarena.server.runner import BackgroundServer
+from datarena.challenge.arena import Arena
+from datarena.challenge.spec import ChallengeSpec
+from datarena.http.runner import BackgroundServer
 from datarena.testing import hostile
 from datarena.testing.fuzz import fuzz_api
 

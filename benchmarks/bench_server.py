@@ -101,9 +101,9 @@ def main() -> None:
     ap.add_argument("--teams", type=int, default=40)
     args = ap.parse_args()
 
-    from datarena.server.arena import Arena
-    from datarena.server.config import ChallengeSpec
-    from datarena.server.runner import free_port
+    from datarena.challenge.arena import Arena
+    from datarena.challenge.spec import ChallengeSpec
+    from datarena.http.runner import free_port
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-server-"))
     spec = ChallengeSpec(title="bench", exercises=[{"id": "01"}], data_dir=str(tmp))
@@ -159,7 +159,7 @@ def main() -> None:
     arena = Arena(spec)
     from sqlalchemy import func, select
 
-    from datarena.server.models import Reveal
+    from datarena.challenge.models import Reveal
 
     with arena.Session() as s:
         worst = s.scalar(select(func.max(select(func.count(Reveal.id)).group_by(Reveal.team_id, Reveal.exercise_id)

@@ -46,7 +46,7 @@ SERVER_EXERCISES = ["00", "01", "04"]
 
 def fast_challenge(data_dir: Path, database_url: str | None = None, **over):
     """A small real challenge: three exercises, cheaper argon2 parameters for test speed."""
-    from datarena.server.config import ChallengeSpec
+    from datarena.challenge.spec import ChallengeSpec
 
     params = dict(
         title="test challenge",
@@ -66,7 +66,7 @@ TEST_SERVER_SECRET = bytes(range(32))
 
 
 def test_phase_secret(number: int = 1, seed: int = 42) -> str:
-    from datarena.server.phases import phase_secret
+    from datarena.challenge.phases import phase_secret
 
     return phase_secret(TEST_SERVER_SECRET, number, seed)
 
@@ -86,7 +86,7 @@ def install_phase_cache(phase_data_cache: Path, data_dir: Path) -> None:
 @pytest.fixture(scope="session")
 def phase_data_cache(tmp_path_factory) -> Path:
     """Phase-1 data generated once from the test secret; arenas copy it instead of regenerating."""
-    from datarena.server.phases import commitment, generation_seed
+    from datarena.challenge.phases import commitment, generation_seed
 
     secret = test_phase_secret()
     out = tmp_path_factory.mktemp("phasecache") / "phase-1"
@@ -127,8 +127,8 @@ def _drop_postgres(url: str) -> None:
 def serving(backend: str, make_spec):
     """(arena, url): the challenge `make_spec(database_url)` served over HTTP on a fresh database of
     `backend` ("sqlite", or "postgresql", skipped when PostgreSQL is not reachable); dropped after."""
-    from datarena.server.arena import Arena
-    from datarena.server.runner import BackgroundServer
+    from datarena.challenge.arena import Arena
+    from datarena.http.runner import BackgroundServer
 
     db_url = None
     if backend == "postgresql":

@@ -9,9 +9,9 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 PKG = SRC / "datarena"
-EDGES = ("datarena.server", "datarena.cli", "datarena.demo")  # the layers that serve users
+EDGES = ("datarena.http", "datarena.cli", "datarena.demo")  # the layers that serve users
 LOWER = ("data", "scenes", "evaluate", "metasim", "underspec", "jobs", "diffusion", "errors", "db", "seeding",
-         "progress", "commitments", "client")
+         "progress", "commitments", "client", "challenge")
 
 
 def _is_edge(module: str) -> bool:
@@ -106,16 +106,18 @@ def test_lower_layers_never_import_the_server_or_the_cli():
 
 
 def test_the_participant_side_needs_no_server():
-    """`datarena.client` (what a participant runs) imports nothing of the server or the CLI."""
+    """`datarena.client` (what a participant runs) imports nothing of the server side (the HTTP
+    app, the challenge services) or the CLI."""
     graph = import_graph()
-    reach = {m: sorted(d for d in deps if _is_edge(d)) for m, deps in graph.items()
+    reach = {m: sorted(d for d in deps if _is_edge(d) or d.startswith("datarena.challenge"))
+             for m, deps in graph.items()
              if m.startswith("datarena.client")}
     assert reach and all(not d for d in reach.values()), reach
 
 
 def test_domain_modules_carry_no_http_status_codes():
     """Domain code raises Invalid / NotFound / ...; only the app maps them to status codes."""
-    allowed = {PKG / "server" / "app.py"}
+    allowed = {PKG / "http" / "app.py"}
     found = []
     for path in PKG.rglob("*.py"):
         if path in allowed:
@@ -136,10 +138,10 @@ def test_the_tests_tree_mirrors_the_package():
 
 
 def test_track_domain_modules_import_no_web_code():
-    """A track's domain logic (server/tracks/) is apart from its routes (server/routes/): no FastAPI,
-    Starlette or request helpers in it."""
-    web = ("fastapi", "starlette", "datarena.server.web", "datarena.server.app", "datarena.server.routes")
-    for path in (PKG / "server" / "tracks").glob("*.py"):
+    """The challenge services (challenge/, its tracks included) are apart from the HTTP edge
+    (http/): no FastAPI, Starlette, request helpers or typer in them."""
+    web = ("fastapi", "starlette", "typer", "datarena.http", "datarena.cli")
+    for path in (PKG / "challenge").rglob("*.py"):
         tree = ast.parse(path.read_text())
         names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
         names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]

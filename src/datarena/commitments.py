@@ -1,5 +1,5 @@
 """Phase secrets and their public commitments (pure functions; the server and a verifying
-participant both use them). See `datarena.server.phases` for the protocol."""
+participant both use them). See `datarena.challenge.phases` for the protocol."""
 
 from __future__ import annotations
 

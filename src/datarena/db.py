@@ -1,7 +1,7 @@
 """Database engines shared by the server and the job workers: SQLite (WAL) by default, PostgreSQL by URL.
 
 It sits below `jobs` and `server` because both open the same database (a worker on another
-machine needs only its URL); the schema's migrations live with the server (`server/db.py`).
+machine needs only its URL); the schema's migrations live with the challenge store (`challenge/store.py`).
 """
 
 from __future__ import annotations

@@ -22,9 +22,9 @@ def run_demo(out: Path, seed: int = 42, console: Console | None = None, linger: 
              solver: str = "divdis", restarts: int = 2) -> dict:
     from datarena.client import ArenaClient, ServerOracle
     from datarena.data.bundle import read_bundle
-    from datarena.server.arena import Arena
-    from datarena.server.config import ChallengeSpec
-    from datarena.server.runner import BackgroundServer
+    from datarena.challenge.arena import Arena
+    from datarena.challenge.spec import ChallengeSpec
+    from datarena.http.runner import BackgroundServer
     from datarena.underspec.solvers import TrainConfig, solve
 
     console = console or Console()
@@ -87,7 +87,7 @@ def example_dataset_track() -> dict:
 
     import yaml
 
-    text = resources.files("datarena.server").joinpath("examples/dataset_challenge.yaml").read_text()
+    text = resources.files("datarena.challenge").joinpath("examples/dataset_challenge.yaml").read_text()
     return yaml.safe_load(text)["tracks"][0]
 
 

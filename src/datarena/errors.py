@@ -27,7 +27,7 @@ class BudgetError(DatarenaError):
 
 # ---------------------------------------------------------------- what a request asked that cannot be done
 # Domain code raises these; the HTTP layer maps each to its status code in one place
-# (datarena.server.app), the CLI prints the message. None of them knows about HTTP.
+# (datarena.http.app), the CLI prints the message. None of them knows about HTTP.
 
 
 class RefusedError(DatarenaError):

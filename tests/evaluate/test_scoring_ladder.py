@@ -107,7 +107,7 @@ def _write(tmp_path, track):
     ({"kind": "videos"}, "kind"),
 ])
 def test_a_challenge_file_with_a_bad_budget_or_split_is_refused_by_name(tmp_path, over, named):
-    from datarena.server.config import load_challenge
+    from datarena.challenge.spec import load_challenge
 
     with pytest.raises(ConfigError, match=named):
         load_challenge(_write(tmp_path, _track(**over)))
@@ -115,7 +115,7 @@ def test_a_challenge_file_with_a_bad_budget_or_split_is_refused_by_name(tmp_path
 
 def test_track_specs_are_a_union_by_kind(tmp_path):
     """`kind` picks the spec: a labels track takes no dataset settings; the default challenge is one labels track."""
-    from datarena.server.config import (
+    from datarena.challenge.spec import (
         ChallengeSpec,
         DatasetTrackSpec,
         LabelsTrackSpec,
@@ -130,9 +130,9 @@ def test_track_specs_are_a_union_by_kind(tmp_path):
 
 
 def test_the_example_challenge_scores_aerial_scenes_with_three_seeds(tmp_path):
-    from datarena.server.arena import Arena
-    from datarena.server.config import load_challenge
-    from datarena.server.tracks.dataset import DatasetTrack
+    from datarena.challenge.arena import Arena
+    from datarena.challenge.spec import load_challenge
+    from datarena.challenge.tracks.dataset import DatasetTrack
 
     spec = load_challenge("examples/dataset_challenge.yaml")
     assert spec.tracks[0].budget == "aerial_scenes" and spec.tracks[0].classes == "aerial"

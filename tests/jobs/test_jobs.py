@@ -270,7 +270,7 @@ def test_server_restart_while_a_job_runs(tmp_path):
         raise AssertionError("the server did not start")
 
     server = serve()
-    from datarena.server.config import load_challenge
+    from datarena.challenge.spec import load_challenge
 
     spec = load_challenge(challenge)
     engine = make_engine(spec.resolved_database_url())
@@ -304,8 +304,8 @@ def test_server_restart_while_a_job_runs(tmp_path):
 def test_team_watches_its_job_over_http(tmp_path, phase_data_cache):
     import httpx
 
-    from datarena.server.arena import Arena
-    from datarena.server.runner import BackgroundServer
+    from datarena.challenge.arena import Arena
+    from datarena.http.runner import BackgroundServer
     from tests.conftest import fast_challenge, install_phase_cache
 
     install_phase_cache(phase_data_cache, tmp_path)

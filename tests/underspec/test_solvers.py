@@ -189,8 +189,8 @@ def test_image_exercise_runs_and_reports(tmp_path):
 def test_client_path_against_running_server(tmp_path, phase_data_cache):
     from datarena.client import ArenaClient, ServerOracle
     from datarena.data.bundle import read_bundle
-    from datarena.server.arena import Arena
-    from datarena.server.runner import BackgroundServer
+    from datarena.challenge.arena import Arena
+    from datarena.http.runner import BackgroundServer
     from tests.conftest import fast_challenge
 
     shutil.copytree(phase_data_cache, tmp_path / "phase-1-seed42")

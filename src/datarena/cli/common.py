@@ -51,9 +51,9 @@ def _arena(challenge, data_dir, start: bool = False):
 
     Organiser commands only migrate the schema: listing teams must not generate datasets.
     """
-    from datarena.server.arena import Arena
-    from datarena.server.config import load_challenge
-    from datarena.server.db import migrate
+    from datarena.challenge.arena import Arena
+    from datarena.challenge.spec import load_challenge
+    from datarena.challenge.store import migrate
 
     arena = Arena(load_challenge(challenge, data_dir=str(data_dir) if data_dir else None))
     if start:

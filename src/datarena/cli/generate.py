@@ -54,7 +54,7 @@ def generate_suite_cmd(
 
     extra = None
     if secret:
-        from datarena.server import phases
+        from datarena.challenge import phases
 
         seed, extra = phases.generation_seed(secret), {"commitment": phases.commitment(secret)}
     results = generate_suite(load_suite(suite), seed, out, _sources(mnist_dir, cifar_dir, faces_dir), force=force,

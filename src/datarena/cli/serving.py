@@ -24,7 +24,7 @@ def serve_cmd(
     port: int = typer.Option(8000, help="Port to listen on."),
 ) -> None:
     """Serve a challenge: API, reveal endpoint, leaderboard pages."""
-    from datarena.server.runner import serve
+    from datarena.http.runner import serve
 
     arena = _arena(challenge, data_dir, start=True)
     console.print(f"serving [bold]{arena.spec.title}[/] on http://{host}:{port}  (database {arena.url})")
@@ -49,7 +49,7 @@ def worker_cmd(
     """Run a job worker: takes scoring/generation jobs from the broker, records them in the database."""
     from datarena.jobs.celery_app import run_worker
     from datarena.jobs.kinds import QUEUES
-    from datarena.server.config import load_challenge
+    from datarena.challenge.spec import load_challenge
 
     spec = load_challenge(challenge, data_dir=str(data_dir) if data_dir else None)
     broker = broker or spec.jobs.broker_url

@@ -29,8 +29,8 @@ from datarena.errors import (
     Unauthorized,
     Unsupported,
 )
-from datarena.server import web
-from datarena.server.arena import Arena
+from datarena.http import web
+from datarena.challenge.arena import Arena
 
 # The one place where domain errors become status codes (the most specific class wins).
 STATUS = {Invalid: 422, SubmissionError: 422, Unauthorized: 401, Forbidden: 403, NotFound: 404, Conflict: 409,
@@ -205,7 +205,7 @@ def create_app(arena: Arena) -> FastAPI:
         resp.delete_cookie(web.SESSION_COOKIE)
         return resp
 
-    from datarena.server.routes import mount_track
+    from datarena.http.routes import mount_track
 
     for track in arena.tracks.values():
         mount_track(track, app, pages)

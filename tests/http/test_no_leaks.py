@@ -28,8 +28,8 @@ import numpy as np
 import pytest
 import yaml
 
-from datarena.server.arena import Arena
-from datarena.server.runner import BackgroundServer
+from datarena.challenge.arena import Arena
+from datarena.http.runner import BackgroundServer
 from datarena.underspec import exercises as ex_mod
 from datarena.underspec.exercises import generate_exercise
 from datarena.underspec.suite import load_suite
@@ -204,7 +204,7 @@ def private_strings(arena: Arena) -> set[str]:
             found.add(src["embedding"])
     secret = arena.server_secret().hex()
     found.add(secret)
-    from datarena.server.phases import phase_secret
+    from datarena.challenge.phases import phase_secret
 
     found.add(phase_secret(arena.server_secret(), phase.number, phase.seed))
     return found
@@ -235,7 +235,7 @@ def _old_plan_images(source_labels, pool, classes, mix_rate, rng, *, shift=True,
 def serve(tmp_path, monkeypatch, leak: str | None, exercises: list[str]):
     over = {}
     if leak == "seed":  # data from the public phase seed, and the seed shown
-        from datarena.server import phases
+        from datarena.challenge import phases
 
         monkeypatch.setattr(phases, "phase_secret", lambda server, number, seed: f"{seed:064x}")
         real_json = Arena.phase_json

@@ -24,7 +24,7 @@ class OrganiserMixin:
 
     def verify_submission(self, submission_id: int):
         """Queue the re-run (and regeneration) of a dataset submission; returns the job."""
-        from datarena.server.models import DatasetSubmission
+        from datarena.challenge.models import DatasetSubmission
 
         with self.Session() as s:
             sub = s.get(DatasetSubmission, submission_id)

@@ -15,10 +15,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from datarena.errors import Conflict, Invalid, NotFound, SubmissionError, TooLarge
-from datarena.server.catalogue import Catalogue, ExerciseInfo
-from datarena.server.models import Phase, Reveal, Submission, Team
-from datarena.server.teams import TeamRef
-from datarena.server.tracks import Track, rank_rows
+from datarena.challenge.catalogue import Catalogue, ExerciseInfo
+from datarena.challenge.models import Phase, Reveal, Submission, Team
+from datarena.challenge.teams import TeamRef
+from datarena.challenge.tracks import Track, rank_rows
 from datarena.underspec.scoring import score_labels
 
 

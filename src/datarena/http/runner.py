@@ -8,8 +8,8 @@ import time
 
 import uvicorn
 
-from datarena.server.app import create_app
-from datarena.server.arena import Arena
+from datarena.http.app import create_app
+from datarena.challenge.arena import Arena
 
 
 def proxy_settings(arena: Arena) -> dict:

@@ -17,10 +17,10 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from datarena.errors import Forbidden, Invalid, RefusedError, TooLarge
-from datarena.server.auth import same
+from datarena.challenge.auth import same
 
 if TYPE_CHECKING:
-    from datarena.server.arena import Arena
+    from datarena.challenge.arena import Arena
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 CSRF_COOKIE = "datarena_csrf"

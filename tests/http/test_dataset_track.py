@@ -25,11 +25,11 @@ import pytest
 
 from datarena.client import ArenaClient, ArenaError
 from datarena.data.segmentation import make_voc_dirs, write_pair
-from datarena.server.arena import Arena
-from datarena.server.runner import BackgroundServer
+from datarena.challenge.arena import Arena
+from datarena.http.runner import BackgroundServer
 from tests.conftest import fast_challenge, serving
 from tests.jobs.test_jobs import REDIS, _port_open
-from tests.server.test_server import new_team
+from tests.http.test_server import new_team
 
 PASSWORD = "correct horse battery"
 FAST = {"iterations": 8, "batch_size": 2, "pretrained": "none", "class_weights": "uniform", "checkpoint_every": 4}
@@ -329,7 +329,7 @@ def test_split_test_set_serves_no_private_score_until_the_close(tmp_path, scenes
 
     from sqlalchemy import update
 
-    from datarena.server.models import Phase
+    from datarena.challenge.models import Phase
 
     arena = Arena(challenge(tmp_path, scenes))
     arena.start(progress=False)

@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from datarena.errors import Unauthorized
-from datarena.server.arena import Arena
-from datarena.server.config import load_challenge
-from datarena.server.runner import free_port
+from datarena.challenge.arena import Arena
+from datarena.challenge.spec import load_challenge
+from datarena.http.runner import free_port
 from tests.conftest import SERVER_EXERCISES, install_phase_cache
 
 PASSWORD = "correct horse battery"

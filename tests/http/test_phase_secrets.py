@@ -17,11 +17,11 @@ import pytest
 import yaml
 
 from datarena.errors import DatarenaError
-from datarena.server import phases
-from datarena.server.arena import Arena
-from datarena.server.config import load_challenge
-from datarena.server.models import Phase, utcnow
-from datarena.server.runner import BackgroundServer
+from datarena.challenge import phases
+from datarena.challenge.arena import Arena
+from datarena.challenge.spec import load_challenge
+from datarena.challenge.models import Phase, utcnow
+from datarena.http.runner import BackgroundServer
 from tests.conftest import SERVER_EXERCISES, install_phase_cache
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from datarena.server.arena import Arena
-from datarena.server.runner import BackgroundServer
+from datarena.challenge.arena import Arena
+from datarena.http.runner import BackgroundServer
 from tests.conftest import fast_challenge, install_phase_cache
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -76,7 +76,7 @@ def test_upload_a_dataset_and_see_its_score(browser, tmp_path, artifacts):
 
     from datarena.scenes.grammar import load_grammar
     from datarena.scenes.writers import write_scenes
-    from tests.server.test_dataset_track import FAST
+    from tests.http.test_dataset_track import FAST
 
     test_set = write_scenes(load_grammar("digit_scenes_target"), 4, 5, tmp_path / "test", fmt="voc", show_progress=False)
     mine = write_scenes(load_grammar("digit_scenes"), 8, 0, tmp_path / "mine", fmt="voc", show_progress=False)

@@ -36,7 +36,7 @@ class ChallengeExercise(BaseModel):
 
 class TrackBase(BaseModel):
     """What every track has. A kind of track is a subclass with its own `kind` literal, added to
-    the `TrackSpec` union below (and its classes in `server/tracks/`)."""
+    the `TrackSpec` union below (and its classes in `challenge/tracks/`)."""
 
     model_config = ConfigDict(extra="forbid")  # a misspelt setting is refused, named, not ignored
 
@@ -156,7 +156,7 @@ class ChallengeSpec(BaseModel):
 
 
 def default_challenge_text() -> str:
-    return resources.files("datarena.server").joinpath("default_challenge.yaml").read_text()
+    return resources.files("datarena.challenge").joinpath("default_challenge.yaml").read_text()
 
 
 def load_challenge(path: str | Path | None = None, **overrides) -> ChallengeSpec:

@@ -54,7 +54,7 @@ def test_register_validate_and_errors(backend):
     with arena.Session() as s:
         from sqlalchemy import select
 
-        from datarena.server.models import Team
+        from datarena.challenge.models import Team
 
         stored = s.scalars(select(Team.password_hash).where(Team.name == name)).one()
     assert stored.startswith("$argon2") and PASSWORD not in stored
@@ -304,8 +304,8 @@ def test_new_phase_keeps_old_results(backend):
 
 
 def test_rate_limited_failed_logins(tmp_path, phase_data_cache):
-    from datarena.server.arena import Arena
-    from datarena.server.runner import BackgroundServer
+    from datarena.challenge.arena import Arena
+    from datarena.http.runner import BackgroundServer
     from tests.conftest import fast_challenge, install_phase_cache
 
     install_phase_cache(phase_data_cache, tmp_path)
@@ -353,7 +353,7 @@ def test_hidden_labels_load_once_under_concurrent_first_calls(phase_data_cache):
     """Regression: a half-filled cache raised KeyError under load (500, then a reset connection)."""
     import threading
 
-    from datarena.server.catalogue import Catalogue
+    from datarena.challenge.catalogue import Catalogue
 
     for _ in range(20):
         info = Catalogue(None).find(str(phase_data_cache), "01")

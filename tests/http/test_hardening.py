@@ -25,9 +25,9 @@ from datarena.data.segmentation import (
     write_pair,
 )
 from datarena.db import utcnow
-from datarena.server.arena import Arena
-from datarena.server.models import Team, Token
-from datarena.server.runner import BackgroundServer
+from datarena.challenge.arena import Arena
+from datarena.challenge.models import Team, Token
+from datarena.http.runner import BackgroundServer
 from datarena.testing import hostile
 from tests.conftest import fast_challenge, install_phase_cache, serving
 

@@ -51,9 +51,9 @@ from datarena.errors import (
 )
 from datarena.jobs.models import DONE, Job
 from datarena.jobs.store import JobError
-from datarena.server.models import DatasetSubmission, Phase, Team
-from datarena.server.teams import TeamRef
-from datarena.server.tracks import Track
+from datarena.challenge.models import DatasetSubmission, Phase, Team
+from datarena.challenge.teams import TeamRef
+from datarena.challenge.tracks import Track
 
 MAX_LISTED_PROBLEMS = 50
 MB = 1 << 20

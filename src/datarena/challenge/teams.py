@@ -11,14 +11,14 @@ from sqlalchemy.exc import IntegrityError
 
 from datarena.db import utcnow
 from datarena.errors import Conflict, DatarenaError, Forbidden, Invalid, Unauthorized
-from datarena.server.auth import (
+from datarena.challenge.auth import (
     new_token,
     team_name_key,
     token_digest,
     validate_password,
     validate_team_name,
 )
-from datarena.server.models import Team, Token
+from datarena.challenge.models import Team, Token
 
 TOKEN_CACHE_S = 5.0  # a validated team's token is re-read from the database at most this often
 

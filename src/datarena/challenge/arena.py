@@ -1,10 +1,10 @@
 """The Arena: one challenge's state, composed by concept.
 
-* teams and auth: `server/teams.py` (TeamsMixin);
-* phases, secret seeds, commitments: `server/phases.py` (PhasesMixin);
-* tracks: `server/tracks/labels.py` (the hackathon42 suite), `server/tracks/dataset.py`
+* teams and auth: `challenge/teams.py` (TeamsMixin);
+* phases, secret seeds, commitments: `challenge/phases.py` (PhasesMixin);
+* tracks: `challenge/tracks/labels.py` (the hackathon42 suite), `challenge/tracks/dataset.py`
   (uploaded datasets scored by training), one object per entry of the challenge's `tracks:`;
-* organiser exports: `server/organiser.py`;
+* organiser exports: `challenge/organiser.py`;
 * long work: `datarena.jobs` (self.jobs).
 
 HTTP routes (`app.py` and each track's `mount`) and the admin CLI call these.
@@ -19,14 +19,14 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from datarena.errors import Busy, NotFound
 from datarena.jobs.queue import JobQueue
-from datarena.server.auth import LoginLimiter, Passwords
-from datarena.server.config import ChallengeSpec
-from datarena.server.db import make_engine, session_factory
-from datarena.server.models import Phase
-from datarena.server.organiser import OrganiserMixin
-from datarena.server.phases import PhasesMixin
-from datarena.server.teams import TeamRef, TeamsMixin
-from datarena.server.tracks import Track, track_class
+from datarena.challenge.auth import LoginLimiter, Passwords
+from datarena.challenge.spec import ChallengeSpec
+from datarena.challenge.store import make_engine, session_factory
+from datarena.challenge.models import Phase
+from datarena.challenge.organiser import OrganiserMixin
+from datarena.challenge.phases import PhasesMixin
+from datarena.challenge.teams import TeamRef, TeamsMixin
+from datarena.challenge.tracks import Track, track_class
 
 WRITE_RETRIES = 20
 

@@ -33,7 +33,7 @@ from datarena.commitments import (
 )
 from datarena.db import utcnow
 from datarena.errors import Busy, ConfigError, DatarenaError, Forbidden, NotFound
-from datarena.server.models import Phase
+from datarena.challenge.models import Phase
 
 SECRET_FILE = "server-secret"
 PHASE_CACHE_S = 1.0  # a phase opened by another process is seen within this delay
@@ -75,7 +75,7 @@ class PhasesMixin:
 
     def start(self, progress: bool = True) -> Phase:
         """Migrate the schema and open the first phase (generating its data) if none exists."""
-        from datarena.server.db import migrate
+        from datarena.challenge.store import migrate
 
         migrate(self.engine)
         with self.Session() as s:

@@ -1,10 +1,10 @@
-"""HTTP routes, one module per track kind (`mount(track, app, pages)`); `server/app.py` mounts them."""
+"""HTTP routes, one module per track kind (`mount(track, app, pages)`); `http/app.py` mounts them."""
 
 from __future__ import annotations
 
 from importlib import import_module
 
-ROUTES = {"labels": "datarena.server.routes.labels", "dataset": "datarena.server.routes.dataset"}
+ROUTES = {"labels": "datarena.http.routes.labels", "dataset": "datarena.http.routes.dataset"}
 
 
 def mount_track(track, app, pages) -> None:

@@ -50,7 +50,7 @@ class Phase(Base):
     starts_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     ends_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     opened_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
-    # Secret seeds (server/phases.py): `seed` is the organiser's input and never served; the
+    # Secret seeds (challenge/phases.py): `seed` is the organiser's input and never served; the
     # commitment is; the secret only once revealed after the phase closed. Phases opened before
     # revision 0002 have no commitment (their data came from the public seed).
     number: Mapped[int | None] = mapped_column(Integer, nullable=True)

@@ -1,4 +1,4 @@
-"""HTTP routes of a `labels` track (the domain logic is `server/tracks/labels.py`)."""
+"""HTTP routes of a `labels` track (the domain logic is `challenge/tracks/labels.py`)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from datarena.errors import Invalid, NotFound
-from datarena.server import web
-from datarena.server.catalogue import ExerciseInfo
-from datarena.server.tracks.labels import LabelsTrack
+from datarena.http import web
+from datarena.challenge.catalogue import ExerciseInfo
+from datarena.challenge.tracks.labels import LabelsTrack
 
 
 def mount(track: LabelsTrack, app: FastAPI, pages: web.Pages) -> None:

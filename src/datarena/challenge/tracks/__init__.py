@@ -2,9 +2,9 @@
 
 A track owns its data, submissions, scoring and leaderboard. The Arena builds one object per
 entry of the challenge's `tracks:` list and asks each to prepare a new phase, rank teams and
-export results; its HTTP routes are `server/routes/<kind>.py`. Adding a kind of track is one
+export results; its HTTP routes are `http/routes/<kind>.py`. Adding a kind of track is one
 module here, one routes module, one line in KINDS and `routes.ROUTES`, and its spec in the
-`TrackSpec` union (`server/config.py`).
+`TrackSpec` union (`challenge/spec.py`).
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 from datarena.errors import ConfigError
 
 if TYPE_CHECKING:
-    from datarena.server.models import Phase
+    from datarena.challenge.models import Phase
 
 KINDS = {
-    "labels": "datarena.server.tracks.labels:LabelsTrack",
-    "dataset": "datarena.server.tracks.dataset:DatasetTrack",
+    "labels": "datarena.challenge.tracks.labels:LabelsTrack",
+    "dataset": "datarena.challenge.tracks.dataset:DatasetTrack",
 }
 
 

@@ -1,4 +1,4 @@
-"""HTTP routes of a `dataset` track (the domain logic is `server/tracks/dataset.py`)."""
+"""HTTP routes of a `dataset` track (the domain logic is `challenge/tracks/dataset.py`)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from datarena.errors import (
     RefusedError,
     Unsupported,
 )
-from datarena.server import web
-from datarena.server.teams import TeamRef
-from datarena.server.tracks.dataset import MB, DatasetTrack
+from datarena.http import web
+from datarena.challenge.teams import TeamRef
+from datarena.challenge.tracks.dataset import MB, DatasetTrack
 
 
 def mount(track: DatasetTrack, app: FastAPI, pages: web.Pages) -> None:

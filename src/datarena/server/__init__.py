@@ -1,1 +1,0 @@
-"""The challenge server: teams, phases, a label-reveal budget, one submission, a leaderboard."""
