@@ -7,7 +7,9 @@
 * organiser exports: `challenge/organiser.py`;
 * long work: `datarena.jobs` (self.jobs).
 
-HTTP routes (`app.py` and each track's `mount`) and the admin CLI call these.
+What the parts share (Session, spec, tracks, jobs, ...) is declared once, in `state.ChallengeState`.
+
+HTTP routes (`datarena.http`) and the admin CLI call these.
 """
 
 from __future__ import annotations

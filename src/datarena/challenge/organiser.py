@@ -6,12 +6,13 @@ import csv
 import io
 
 from datarena.errors import DatarenaError
+from datarena.challenge.state import ChallengeState
 
 EXPORT_COLUMNS = ["phase", "commitment", "secret", "track", "team", "item", "attempt", "score",
                   "worst_group_accuracy", "detail", "sha256", "submitted_at"]
 
 
-class OrganiserMixin:
+class OrganiserMixin(ChallengeState):
     def export_results(self) -> str:
         """CSV of every submission of every track and phase (a phase's secret once revealed, never its seed)."""
         buf = io.StringIO()

@@ -34,6 +34,7 @@ from datarena.commitments import (
 from datarena.db import utcnow
 from datarena.errors import Busy, ConfigError, DatarenaError, Forbidden, NotFound
 from datarena.challenge.models import Phase
+from datarena.challenge.state import ChallengeState
 
 SECRET_FILE = "server-secret"
 PHASE_CACHE_S = 1.0  # a phase opened by another process is seen within this delay
@@ -64,7 +65,7 @@ def load_or_create_server_secret(path: str | os.PathLike) -> bytes:
     return raw
 
 
-class PhasesMixin:
+class PhasesMixin(ChallengeState):
     """Phase operations of the Arena: open (asking each track for its data), look up, close, reveal."""
 
     def phase_data_dir(self, number: int) -> Path:

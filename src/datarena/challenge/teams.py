@@ -19,6 +19,7 @@ from datarena.challenge.auth import (
     validate_team_name,
 )
 from datarena.challenge.models import Team, Token
+from datarena.challenge.state import ChallengeState
 
 TOKEN_CACHE_S = 5.0  # a validated team's token is re-read from the database at most this often
 
@@ -32,7 +33,7 @@ class TeamRef:
     validated: bool
 
 
-class TeamsMixin:
+class TeamsMixin(ChallengeState):
     """Team operations of the Arena (it provides Session, passwords, limiter and the token cache)."""
 
     def register(self, name: str, password: str) -> TeamRef:

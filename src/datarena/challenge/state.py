@@ -1,0 +1,44 @@
+"""What every part of a challenge shares, declared in one place: the `Arena` provides these
+attributes and the parts (teams, phases, organiser actions) rely on nothing else of each other."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from datarena.challenge.auth import LoginLimiter, Passwords
+    from datarena.challenge.models import Phase
+    from datarena.challenge.spec import ChallengeSpec
+    from datarena.challenge.teams import TeamRef
+    from datarena.challenge.tracks import Track
+    from datarena.jobs.queue import JobQueue
+
+
+class ChallengeState:
+    spec: ChallengeSpec
+    url: str
+    engine: Engine
+    Session: sessionmaker[Session]
+    passwords: Passwords
+    limiter: LoginLimiter
+    jobs: JobQueue
+    tracks: dict[str, Track]
+    labels: Track  # the exercise-suite track (Arena's property)
+    # read caches of committed, immutable facts (the database stays the judge of every write)
+    _tokens: dict[str, tuple[TeamRef, float]]
+    _phase: tuple[Phase, float] | None
+    _cache_lock: threading.Lock
+
+    def track(self, track_id: str) -> Track:  # provided by Arena
+        raise NotImplementedError
+
+    @staticmethod
+    def require_validated(team: TeamRef) -> None:  # provided by TeamsMixin
+        raise NotImplementedError
+
+    def retrying(self, attempt: Callable[[Session], Any]) -> Any:  # provided by Arena
+        raise NotImplementedError
