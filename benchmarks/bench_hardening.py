@@ -31,10 +31,10 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from datarena.client import ArenaClient
-from datarena.data.segmentation import make_voc_dirs, write_pair
 from datarena.challenge.arena import Arena
 from datarena.challenge.spec import ChallengeSpec
+from datarena.client import ArenaClient
+from datarena.data.segmentation import make_voc_dirs, write_pair
 from datarena.http.runner import BackgroundServer
 from datarena.testing import hostile
 from datarena.testing.fuzz import fuzz_api

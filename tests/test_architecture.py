@@ -148,3 +148,18 @@ def test_track_domain_modules_import_no_web_code():
         names += [f"{n.module}.{a.name}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names]
         bad = [m for m in names if any(m == w or m.startswith(w + ".") for w in web)]
         assert not bad, (path.name, bad)
+
+
+def test_a_track_kind_is_one_domain_module_one_routes_module_and_one_spec():
+    """The TrackSpec union names the kinds; each has challenge/tracks/<kind>.py (TRACK) and
+    http/routes/<kind>.py (mount); no other registry of kinds exists."""
+    import importlib
+
+    from datarena.challenge.tracks import Track, kinds, track_class
+
+    assert set(kinds()) == {"labels", "dataset"}
+    for kind in kinds():
+        assert issubclass(track_class(kind), Track)
+        assert callable(importlib.import_module(f"datarena.http.routes.{kind}").mount)
+    registries = [p for p in PKG.rglob("*.py") if re.search(r'"datarena\.(challenge\.tracks|http\.routes)\.(labels|dataset)', p.read_text())]
+    assert registries == []

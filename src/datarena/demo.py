@@ -20,10 +20,10 @@ DEMO_SERVER_SECRET = hashlib.sha256(b"datarena demo server secret (published: no
 
 def run_demo(out: Path, seed: int = 42, console: Console | None = None, linger: float = 0.0,
              solver: str = "divdis", restarts: int = 2) -> dict:
-    from datarena.client import ArenaClient, ServerOracle
-    from datarena.data.bundle import read_bundle
     from datarena.challenge.arena import Arena
     from datarena.challenge.spec import ChallengeSpec
+    from datarena.client import ArenaClient, ServerOracle
+    from datarena.data.bundle import read_bundle
     from datarena.http.runner import BackgroundServer
     from datarena.underspec.solvers import TrainConfig, solve
 

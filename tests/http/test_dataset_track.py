@@ -23,13 +23,13 @@ import httpx
 import numpy as np
 import pytest
 
+from datarena.challenge.arena import Arena
 from datarena.client import ArenaClient, ArenaError
 from datarena.data.segmentation import make_voc_dirs, write_pair
-from datarena.challenge.arena import Arena
 from datarena.http.runner import BackgroundServer
 from tests.conftest import fast_challenge, serving
-from tests.jobs.test_jobs import REDIS, _port_open
 from tests.http.test_server import new_team
+from tests.jobs.test_jobs import REDIS, _port_open
 
 PASSWORD = "correct horse battery"
 FAST = {"iterations": 8, "batch_size": 2, "pretrained": "none", "class_weights": "uniform", "checkpoint_every": 4}

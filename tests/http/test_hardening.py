@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 from sqlalchemy import select, update
 
+from datarena.challenge.arena import Arena
+from datarena.challenge.models import Team, Token
 from datarena.client import ArenaClient
 from datarena.data.archives import ArchiveError, Limits, unpack_safely
 from datarena.data.segmentation import (
@@ -25,8 +27,6 @@ from datarena.data.segmentation import (
     write_pair,
 )
 from datarena.db import utcnow
-from datarena.challenge.arena import Arena
-from datarena.challenge.models import Team, Token
 from datarena.http.runner import BackgroundServer
 from datarena.testing import hostile
 from tests.conftest import fast_challenge, install_phase_cache, serving

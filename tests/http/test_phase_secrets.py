@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import yaml
 
-from datarena.errors import DatarenaError
 from datarena.challenge import phases
 from datarena.challenge.arena import Arena
-from datarena.challenge.spec import load_challenge
 from datarena.challenge.models import Phase, utcnow
+from datarena.challenge.spec import load_challenge
+from datarena.errors import DatarenaError
 from datarena.http.runner import BackgroundServer
 from tests.conftest import SERVER_EXERCISES, install_phase_cache
 

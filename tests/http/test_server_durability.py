@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import yaml
 
-from datarena.errors import Unauthorized
 from datarena.challenge.arena import Arena
 from datarena.challenge.spec import load_challenge
+from datarena.errors import Unauthorized
 from datarena.http.runner import free_port
 from tests.conftest import SERVER_EXERCISES, install_phase_cache
 

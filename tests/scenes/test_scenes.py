@@ -179,7 +179,7 @@ def test_reinforce_term_has_a_real_gradient(tmp_path):
 
     cfg = MetaSimConfig(loss="task", **{**SMALL, "epochs": 12, "explore_std": 0.1})
     result = train_metasim("mnist", "mnist_rot90", tmp_path / "task", cfg, evaluate=False, show_progress=False, reward_fn=reward)
-    rotations = [h["rotation"] for h in result.history]
+    rotations = [h["attributes"]["rotation"] for h in result.history]
     assert rotations[-1] > rotations[0] + 10, rotations
     assert result.report["reward"] == "custom reward_fn"
 
@@ -191,9 +191,9 @@ def test_short_metasim_run_moves_rotation_toward_the_target(tmp_path):
 
     target = parse_grammar({"name": "rot30", "canvas": 32, "object": {"split": "heldout", "x": 16, "y": 16, "rotation": 30}})
     result = train_metasim("mnist", target, tmp_path / "run", MetaSimConfig(loss="mmd", **SMALL), evaluate=False, show_progress=False)
-    last = result.history[-1]["rotation"]
+    last = result.history[-1]["attributes"]["rotation"]
     assert abs(result.report["pretrain_identity_mse"]) < 1e-2  # starts at the prior (mean rotation 0)
-    assert abs(last - 30) < 8, [h["rotation"] for h in result.history]
+    assert abs(last - 30) < 8, [h["attributes"]["rotation"] for h in result.history]
     assert result.history[-1]["mmd"] < result.history[0]["mmd"]
     for name in ("generator.pt", "curves.png", "samples_prior.png", "samples_learned.png", "samples_target.png", "report.json"):
         assert (tmp_path / "run" / name).is_file(), name
@@ -202,3 +202,21 @@ def test_short_metasim_run_moves_rotation_toward_the_target(tmp_path):
     with torch.no_grad():
         moved = gen(batch).attr("rotation")[:, 0].mean()
     assert abs(float(moved) - last) < 5
+
+
+@pytest.mark.parametrize("name", ["digit_scenes", "mnist", "aerial"])
+def test_one_scene_interface_loads_samples_and_renders_every_kind(name):
+    """scenes.api: the same four calls for a digit grammar and a scene graph; boxes -1 where absent."""
+    from datarena.scenes import api
+
+    g = api.load(name)
+    batch = api.sample(g, 6, seed=3)
+    out = api.render(g, batch)
+    assert out.images.shape[0] == 6 and out.images.shape[-1] == g.canvas and out.masks.shape == (6, g.canvas, g.canvas)
+    assert 0.0 <= float(out.images.min()) and float(out.images.max()) <= 1.0
+    assert int(out.masks.max()) < len(api.classes(g))
+    again = api.render(g, api.sample(g, 6, seed=3))
+    assert torch.equal(out.images, again.images)  # scene i depends on (seed, i) alone
+    tail = api.render(g, api.sample(g, 2, seed=3, start=4))
+    assert torch.equal(out.masks[4:], tail.masks)
+    assert bool((out.boxes == -1).any()) or bool((out.boxes >= 0).all())

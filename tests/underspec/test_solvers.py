@@ -187,9 +187,9 @@ def test_image_exercise_runs_and_reports(tmp_path):
 
 
 def test_client_path_against_running_server(tmp_path, phase_data_cache):
+    from datarena.challenge.arena import Arena
     from datarena.client import ArenaClient, ServerOracle
     from datarena.data.bundle import read_bundle
-    from datarena.challenge.arena import Arena
     from datarena.http.runner import BackgroundServer
     from tests.conftest import fast_challenge
 

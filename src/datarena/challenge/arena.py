@@ -19,16 +19,16 @@ import time
 
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from datarena.errors import Busy, NotFound
-from datarena.jobs.queue import JobQueue
 from datarena.challenge.auth import LoginLimiter, Passwords
-from datarena.challenge.spec import ChallengeSpec
-from datarena.challenge.store import make_engine, session_factory
 from datarena.challenge.models import Phase
 from datarena.challenge.organiser import OrganiserMixin
 from datarena.challenge.phases import PhasesMixin
+from datarena.challenge.spec import ChallengeSpec
+from datarena.challenge.store import make_engine, session_factory
 from datarena.challenge.teams import TeamRef, TeamsMixin
 from datarena.challenge.tracks import Track, track_class
+from datarena.errors import Busy, NotFound
+from datarena.jobs.queue import JobQueue
 
 WRITE_RETRIES = 20
 

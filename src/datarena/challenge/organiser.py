@@ -5,8 +5,8 @@ from __future__ import annotations
 import csv
 import io
 
-from datarena.errors import DatarenaError
 from datarena.challenge.state import ChallengeState
+from datarena.errors import DatarenaError
 
 EXPORT_COLUMNS = ["phase", "commitment", "secret", "track", "team", "item", "attempt", "score",
                   "worst_group_accuracy", "detail", "sha256", "submitted_at"]

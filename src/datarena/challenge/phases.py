@@ -25,6 +25,8 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from datarena.challenge.models import Phase
+from datarena.challenge.state import ChallengeState
 from datarena.commitments import (
     SECRET_BYTES,
     commitment,
@@ -33,8 +35,6 @@ from datarena.commitments import (
 )
 from datarena.db import utcnow
 from datarena.errors import Busy, ConfigError, DatarenaError, Forbidden, NotFound
-from datarena.challenge.models import Phase
-from datarena.challenge.state import ChallengeState
 
 SECRET_FILE = "server-secret"
 PHASE_CACHE_S = 1.0  # a phase opened by another process is seen within this delay

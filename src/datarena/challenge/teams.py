@@ -9,8 +9,6 @@ from datetime import timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from datarena.db import utcnow
-from datarena.errors import Conflict, DatarenaError, Forbidden, Invalid, Unauthorized
 from datarena.challenge.auth import (
     new_token,
     team_name_key,
@@ -20,6 +18,8 @@ from datarena.challenge.auth import (
 )
 from datarena.challenge.models import Team, Token
 from datarena.challenge.state import ChallengeState
+from datarena.db import utcnow
+from datarena.errors import Conflict, DatarenaError, Forbidden, Invalid, Unauthorized
 
 TOKEN_CACHE_S = 5.0  # a validated team's token is re-read from the database at most this often
 

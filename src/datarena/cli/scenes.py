@@ -66,20 +66,17 @@ def scenes_render(
         console.print(f"wrote {n} scenes of {what} (voc) to {path}")
         return
     # npy: the hackathon layout, for the digit grammars
-    from datarena.scenes.graph import SceneGraphGrammar, is_graph_grammar
+    from datarena.scenes.api import load
+    from datarena.scenes.graph import SceneGraphGrammar
 
     transform = None
     if generator is not None:
         from datarena.metasim.io import load_generator
 
         transform, g = load_generator(generator)
-    elif is_graph_grammar(grammar):
-        g = None
     else:
-        from datarena.scenes.grammar import load_grammar
-
-        g = load_grammar(grammar)
-    if g is None or isinstance(g, SceneGraphGrammar):
+        g = load(grammar)
+    if isinstance(g, SceneGraphGrammar):
         raise DatarenaError("scene-graph grammars render to --format voc only.")
     path = write_scenes(g, n, seed, out, fmt=fmt, force=force, mnist_dir=mnist, transform=transform)
     console.print(f"wrote {n} scenes of {what} ({fmt}) to {path}; preview: {path / 'preview.png'}")

@@ -47,9 +47,9 @@ def worker_cmd(
     republish_after_s: float = typer.Option(None, "--republish-after-s", help="Publish a queued job again after this long unclaimed (a broker that lost messages)."),
 ) -> None:
     """Run a job worker: takes scoring/generation jobs from the broker, records them in the database."""
+    from datarena.challenge.spec import load_challenge
     from datarena.jobs.celery_app import run_worker
     from datarena.jobs.kinds import QUEUES
-    from datarena.challenge.spec import load_challenge
 
     spec = load_challenge(challenge, data_dir=str(data_dir) if data_dir else None)
     broker = broker or spec.jobs.broker_url

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
 from datarena import __version__
+from datarena.challenge.arena import Arena
 from datarena.errors import (
     BudgetError,
     Busy,
@@ -30,7 +31,6 @@ from datarena.errors import (
     Unsupported,
 )
 from datarena.http import web
-from datarena.challenge.arena import Arena
 
 # The one place where domain errors become status codes (the most specific class wins).
 STATUS = {Invalid: 422, SubmissionError: 422, Unauthorized: 401, Forbidden: 403, NotFound: 404, Conflict: 409,

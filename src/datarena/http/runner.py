@@ -8,8 +8,8 @@ import time
 
 import uvicorn
 
-from datarena.http.app import create_app
 from datarena.challenge.arena import Arena
+from datarena.http.app import create_app
 
 
 def proxy_settings(arena: Arena) -> dict:

@@ -16,8 +16,8 @@ from fastapi import Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from datarena.errors import Forbidden, Invalid, RefusedError, TooLarge
 from datarena.challenge.auth import same
+from datarena.errors import Forbidden, Invalid, RefusedError, TooLarge
 
 if TYPE_CHECKING:
     from datarena.challenge.arena import Arena

@@ -1,6 +1,7 @@
 """Meta-Sim on scene graphs: learn a graph generator that moves `aerial` scenes toward `aerial_target`.
 
-Two objectives, as in the MNIST experiments (`datarena.metasim.train`):
+The loop is the one Meta-Sim trainer (`metasim.trainer.fit`); this module is the scene-graph pair's
+`Problem`. Two objectives, as in the MNIST experiments (`datarena.metasim.train`):
 
 * distribution: the MMD between fixed random-conv features of generated and target renders. The
   renderer is differentiable in every attribute, so this gradient is exact.
@@ -25,14 +26,13 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, Field
+from pydantic import Field
 from torch import nn
 
 from datarena.data.segmentation import SegmentationSet
 from datarena.metasim.features import FeatureNet, PatchStatsNet, median_bandwidths, mmd2
 from datarena.metasim.graph_generator import GraphGenerator
-from datarena.metasim.reinforce import moving_baseline, reinforce
-from datarena.progress import progress_bar
+from datarena.metasim.trainer import Problem, TrainerConfig, fit, plot_curves, save_run
 from datarena.scenes.graph import (
     ATTRIBUTES,
     SceneGraphBatch,
@@ -41,13 +41,14 @@ from datarena.scenes.graph import (
     render_batches,
     render_graph,
     sample_graphs,
-    save_rgb_grid,
 )
+from datarena.scenes.writers import save_grid
 from datarena.seeding import seeded_by
 
 
-class AerialConfig(BaseModel):
-    epochs: int = Field(80, ge=1)
+class AerialConfig(TrainerConfig):
+    """The scene-graph pair's settings (the loop's own: `trainer.TrainerConfig`)."""
+
     # measured (docs/benchmarks.md): the MMD alone reaches 0.92/0.97/1.06 of the oracle's car IoU (seeds 0-2);
     # "both" added 0.03 at seed 0 for 2.7 more minutes of training
     loss: Literal["both", "mmd", "task"] = "mmd"
@@ -60,20 +61,16 @@ class AerialConfig(BaseModel):
     features: Literal["patches", "layout"] = Field(
         "patches", description="MMD features: PatchStatsNet (mean local responses) or FeatureNet (a 4x4 map)")
     mmd_softness: float = Field(2.0, gt=0, description="edge width (px) of the MMD's renders, generated and target")
-    task_weight: float = Field(1.0, ge=0)
-    pairs: int = Field(1, ge=1, description="antithetic candidate pairs per task step")
     task_every: int = Field(2, ge=1, description="a task step every this many epochs (each costs seconds)")
     explore_std: float = Field(0.3, gt=0, description="exploration std in normalised attribute units")
     task_images: int = Field(128, ge=8, description="scenes per candidate dataset")
     task_steps: int = Field(40, ge=1, description="Adam steps of the in-loop segmentation network")
     reward_images: int = Field(96, ge=8, description="labelled target validation renders (the reward)")
-    baseline_momentum: float = Field(0.9, ge=0, lt=1)
     # the reported task: the dataset track's scoring instrument (datarena.evaluate) on renders
     eval_budget: str = Field("aerial_scenes", description="the scoring preset of the reported task")
     eval_overrides: dict = Field(default_factory=dict, description="overrides of that preset (tests)")
     eval_images: int = Field(400, ge=1, description="renders of each scored dataset (prior / learned / target)")
     test_images: int = Field(200, ge=1, description="held-out target renders the IoU is measured on")
-    seed: int = 0
 
 
 @dataclass
@@ -142,33 +139,10 @@ def _mutable_table(grammar: SceneGraphGrammar) -> torch.Tensor:
     return torch.tensor([[a in grammar.types[t].mutable for a in ATTRIBUTES] for t in grammar.order()])
 
 
-def graph_task_surrogate(gen: GraphGenerator, prior: SceneGraphGrammar, cfg: AerialConfig, epoch: int,
-                         explore: np.random.Generator, baseline: float | None, reward_fn):
-    """REINFORCE surrogate over antithetic candidate pairs; returns (surrogate, rewards)."""
-    table = _mutable_table(prior)
-    rewards, log_probs = [], []
-    for pair in range(cfg.pairs):
-        scenes = sample_graphs(prior, cfg.task_images, cfg.seed + 202, start=(epoch * cfg.pairs + pair) * cfg.task_images)
-        mean = gen(scenes)  # (N, M, A), with gradients
-        types = F.one_hot(scenes.type_id.clamp_min(0), len(table)).float() * scenes.present[..., None]  # (N, M, T)
-        offset = torch.from_numpy(explore.normal(0.0, cfg.explore_std, size=tuple(table.shape)).astype(np.float32))
-        delta = (types @ offset) * gen.units * scenes.mutable
-        for sign in (1.0, -1.0):
-            sample = mean.detach() + sign * delta  # a draw from the generator's output distribution
-            with torch.no_grad():
-                r = render_graph(prior, scenes, sample)
-            rewards.append(reward_fn(r.images, r.masks == car_class(prior), cfg.seed * 7919 + epoch * 31 + pair))
-            # the shared offset of each (type, attribute) given the current mean, averaged over that type's nodes
-            z = (sample - mean) / gen.units
-            per_type = torch.einsum("nmt,nma->ta", types, z) / types.sum((0, 1)).clamp_min(1)[:, None]
-            log_probs.append(-(per_type[table].pow(2) / (2 * cfg.explore_std**2)).sum())
-    return reinforce(rewards, log_probs, baseline), rewards
-
-
 # ---------------------------------------------------------------- training
 
 
-def attribute_means(attrs: torch.Tensor, grammar: SceneGraphGrammar, probe: SceneGraphBatch) -> dict:
+def node_attributes(attrs: torch.Tensor, grammar: SceneGraphGrammar, probe: SceneGraphBatch) -> dict:
     """Mean of every mutable attribute per node type of `attrs` for a probe batch ('car.length': ...);
     |lateral| and |heading|."""
     out = {}
@@ -181,15 +155,62 @@ def attribute_means(attrs: torch.Tensor, grammar: SceneGraphGrammar, probe: Scen
     return out
 
 
+class GraphProblem(Problem):
+    """The scene-graph pair for the one trainer: the graph generator, the soft-edged renders of the
+    MMD (standardised patch features), and the car IoU of an in-loop network as reward."""
+
+    def __init__(self, prior: SceneGraphGrammar, cfg: AerialConfig, gen: GraphGenerator, soft_images, feats,
+                 tgt: torch.Tensor, bw, reward_fn, probe: SceneGraphBatch):
+        self.title = f"{prior.name} (scene graphs)"
+        self.prior, self.cfg, self.generator, self.soft_images, self.feats = prior, cfg, gen, soft_images, feats
+        self.tgt, self.bw, self.reward_fn, self.probe = tgt, bw, reward_fn, probe
+        self.table = _mutable_table(prior)
+
+    def mmd(self, epoch: int) -> torch.Tensor:
+        cfg = self.cfg
+        batch = sample_graphs(self.prior, cfg.batch, cfg.seed * 1_000 + epoch, start=0)
+        images = self.soft_images(self.prior, batch, self.generator(batch))
+        return mmd2(self.feats(images), self.tgt[torch.randperm(len(self.tgt))[: cfg.batch]], self.bw)
+
+    def candidate(self, epoch: int, pair: int, explore: np.random.Generator):
+        cfg, gen, table = self.cfg, self.generator, self.table
+        scenes = sample_graphs(self.prior, cfg.task_images, cfg.seed + 202, start=(epoch * cfg.pairs + pair) * cfg.task_images)
+        mean = gen(scenes)  # (N, M, A), with gradients
+        types = F.one_hot(scenes.type_id.clamp_min(0), len(table)).float() * scenes.present[..., None]  # (N, M, T)
+        offset = torch.from_numpy(explore.normal(0.0, cfg.explore_std, size=tuple(table.shape)).astype(np.float32))
+        delta = (types @ offset) * gen.units * scenes.mutable
+
+        def log_prob(sample: torch.Tensor) -> torch.Tensor:
+            # the shared offset of each (type, attribute) given the current mean, averaged over that type's nodes
+            z = (sample - mean) / gen.units
+            per_type = torch.einsum("nmt,nma->ta", types, z) / types.sum((0, 1)).clamp_min(1)[:, None]
+            return -(per_type[table].pow(2) / (2 * cfg.explore_std**2)).sum()
+
+        return scenes, mean, delta, log_prob
+
+    def reward(self, scenes: SceneGraphBatch, sample: torch.Tensor, seed: int) -> float:
+        with torch.no_grad():
+            r = render_graph(self.prior, scenes, sample)
+        return self.reward_fn(r.images, r.masks == car_class(self.prior), seed)
+
+    def attributes(self, epoch: int, last: bool) -> dict | None:
+        if epoch % 10 != 9 and not last:  # where the generator has moved the attributes so far
+            return None
+        with torch.no_grad():
+            return node_attributes(self.generator(self.probe), self.prior, self.probe)
+
+
 @seeded_by(lambda a: (a.arguments["cfg"] or AerialConfig()).seed)
 def train_aerial(prior: SceneGraphGrammar | str = "aerial", target: SceneGraphGrammar | str = "aerial_target",
                  cfg: AerialConfig | None = None, show_progress: bool = True, reward_fn=None) -> AerialResult:
-    """Train a graph generator from the prior grammar toward the target (MMD, task, or both)."""
+    """Train a graph generator from the prior grammar toward the target (MMD, task, or both) with the
+    one Meta-Sim loop (`trainer.fit`)."""
     cfg = cfg or AerialConfig()
     prior, target = _grammar(prior), _grammar(target)
     t_start = time.perf_counter()  # the global RNG is seeded with cfg.seed by @seeded_by
     gen = GraphGenerator(prior, cfg.hidden, cfg.rounds, cfg.per_object)
     net = (PatchStatsNet if cfg.features == "patches" else FeatureNet)(seed=cfg.seed, in_channels=3).eval()
+
     def soft_images(grammar, scenes, attrs=None):  # the MMD's renders, generated and target alike
         return render_graph(grammar, scenes, attrs, softness=cfg.mmd_softness).images
 
@@ -206,43 +227,16 @@ def train_aerial(prior: SceneGraphGrammar | str = "aerial", target: SceneGraphGr
         before = feats(soft_images(prior, probe))  # rendered once: bandwidths and the starting MMD
         bw = median_bandwidths(before, tgt)
         mmd_before = float(mmd2(before, tgt, bw))
-    use_mmd, use_task = cfg.loss in ("both", "mmd"), cfg.loss in ("both", "task")
-    if use_task and reward_fn is None:
+    if cfg.loss in ("both", "task") and reward_fn is None:
         val = render_graph(target, sample_graphs(target, cfg.reward_images, cfg.seed + 3_000_017))
         reward_fn = proxy_reward(val.images, val.masks == car_class(target), cfg)
-    explore = np.random.default_rng(np.random.SeedSequence([cfg.seed, 2024]))
-    baseline: float | None = None
-    opt = torch.optim.Adam(gen.parameters(), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs, eta_min=cfg.lr * 0.05)
-    history = []
-    with progress_bar(f"meta-sim (aerial, {cfg.loss})", total=cfg.epochs, unit="epochs", enabled=show_progress) as advance:
-        for epoch in range(cfg.epochs):
-            batch = sample_graphs(prior, cfg.batch, cfg.seed * 1_000 + epoch, start=0)
-            images = soft_images(prior, batch, gen(batch))
-            mmd = mmd2(feats(images), tgt[torch.randperm(len(tgt))[: cfg.batch]], bw)
-            loss = mmd if use_mmd else mmd.detach() * 0.0
-            rewards: list[float] = []
-            if use_task and epoch % cfg.task_every == 0:
-                surrogate, rewards = graph_task_surrogate(gen, prior, cfg, epoch, explore, baseline, reward_fn)
-                loss = loss + cfg.task_weight * surrogate
-                baseline = moving_baseline(baseline, rewards, cfg.baseline_momentum)
-            opt.zero_grad(set_to_none=True)
-            if loss.requires_grad:
-                loss.backward()
-                opt.step()
-            sched.step()
-            row = {"epoch": epoch + 1, "mmd": float(mmd.detach()), "reward": float(np.mean(rewards)) if rewards else None}
-            if epoch % 10 == 9 or epoch == cfg.epochs - 1:  # where the generator has moved the attributes so far
-                with torch.no_grad():
-                    row["attributes"] = attribute_means(gen(probe), prior, probe)
-            history.append(row)
-            advance(1, mmd=row["mmd"], reward=row["reward"] if rewards else "-")
+    history = fit(GraphProblem(prior, cfg, gen, soft_images, feats, tgt, bw, reward_fn, probe), cfg, show_progress)
     with torch.no_grad():
         learned = gen(probe)
         mmd_after = float(mmd2(feats(soft_images(prior, probe, learned)), tgt, bw))
     report = {"prior": prior.name, "target": target.name, "config": cfg.model_dump(), "mmd_before": mmd_before,
-              "mmd_after": mmd_after, "attributes_prior": attribute_means(probe.attrs, prior, probe),
-              "attributes_learned": attribute_means(learned, prior, probe), "train_seconds": time.perf_counter() - t_start}
+              "mmd_after": mmd_after, "attributes_prior": node_attributes(probe.attrs, prior, probe),
+              "attributes_learned": node_attributes(learned, prior, probe), "train_seconds": time.perf_counter() - t_start}
     return AerialResult(history, report, gen)
 
 
@@ -319,43 +313,29 @@ def save_aerial_grid(prior: SceneGraphGrammar | str, target: SceneGraphGrammar |
     with torch.no_grad():
         rows = [render_graph(p, scenes).images, render_graph(p, scenes, gen(scenes)).images,
                 render_graph(t, sample_graphs(t, n, seed + 4_000_037)).images]
-    save_rgb_grid(torch.cat(rows), path, ncol=n, scale=2)
+    save_grid(torch.cat(rows), path, ncol=n, scale=2)
     return Path(path)
 
 
-def plot_aerial_curves(history: list[dict], path: str | Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    axes[0].plot([h["epoch"] for h in history], [h["mmd"] for h in history])
-    axes[0].set_title("MMD$^2$ (standardised patch features)")
-    task = [h for h in history if h["reward"] is not None]
-    axes[1].plot([h["epoch"] for h in task], [h["reward"] for h in task], ".-")
-    axes[1].set_title("reward: car IoU on target val (in-loop net)" if task else "no task term (loss: mmd)")
-    for ax in axes:
-        ax.set_xlabel("epoch")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+PLOTTED = ["car.lateral", "car.heading", "car.length"]
 
 
 def save_aerial_run(result: AerialResult, prior: SceneGraphGrammar | str, target: SceneGraphGrammar | str,
                     out: str | Path, force: bool = False) -> Path:
     """generator.pt (weights + the prior grammar), report.json, history.json, curves.png, scenes.png."""
-    from datarena.data.checksums import atomic_directory, write_json
+    p, t, cfg = _grammar(prior), _grammar(target), AerialConfig(**result.report["config"])
+    probe = sample_graphs(t, cfg.target_images, cfg.seed + 2_000_003)
+    targets = node_attributes(probe.attrs, t, probe)
+    checkpoint = {"kind": "scene_graph", "state_dict": result.generator.state_dict(), "prior": p.model_dump(mode="json"),
+                  "hidden": cfg.hidden, "rounds": cfg.rounds, "per_object": cfg.per_object}
 
-    p, cfg = _grammar(prior), AerialConfig(**result.report["config"])
-    with atomic_directory(out, force=force) as tmp:
-        torch.save({"kind": "scene_graph", "state_dict": result.generator.state_dict(), "prior": p.model_dump(mode="json"),
-                    "hidden": cfg.hidden, "rounds": cfg.rounds, "per_object": cfg.per_object}, tmp / "generator.pt")
-        write_json(tmp / "report.json", result.report)
-        write_json(tmp / "history.json", result.history)
-        plot_aerial_curves(result.history, tmp / "curves.png")
-        save_aerial_grid(p, target, result.generator, tmp / "scenes.png", seed=cfg.seed)
-    return Path(out)
+    def pictures(tmp: Path) -> None:
+        keys = [k for k in PLOTTED if k in result.report["attributes_learned"]]
+        plot_curves(result.history, tmp / "curves.png", keys, targets,
+                    reward_label="reward: car IoU on target val (in-loop net)")
+        save_aerial_grid(p, t, result.generator, tmp / "scenes.png", seed=cfg.seed)
+
+    return save_run(out, checkpoint, result.report, result.history, force, pictures)
 
 
 def load_graph_generator(blob: dict, label: str) -> tuple[GraphGenerator, SceneGraphGrammar]:
@@ -369,5 +349,5 @@ def load_graph_generator(blob: dict, label: str) -> tuple[GraphGenerator, SceneG
 
 
 __all__ = ["AerialConfig", "AerialResult", "CarProxy", "car_counts_from", "car_scores", "car_summary",
-           "render_set", "evaluate_aerial", "graph_task_surrogate",
+           "GraphProblem", "render_set", "evaluate_aerial",
            "load_graph_generator", "proxy_reward", "save_aerial_grid", "save_aerial_run", "train_aerial"]

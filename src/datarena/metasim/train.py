@@ -1,6 +1,7 @@
 """Meta-Sim training: move a scene generator from a prior grammar toward a target distribution.
 
-Each outer step ("epoch") combines two objectives:
+The loop is the one Meta-Sim trainer (`metasim.trainer.fit`); this module is the MNIST pair's
+`Problem`. Each outer step ("epoch") combines two objectives:
 
 * distribution: MMD (mixture of Gaussian kernels) between fixed features of images rendered
   from the generator's output and of target validation images. The renderer is differentiable,
@@ -22,14 +23,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 import datarena
-from datarena.data.checksums import atomic_directory, write_json
 from datarena.errors import ConfigError
 from datarena.metasim.features import load_feature_net, median_bandwidths, mmd2
 from datarena.metasim.generator import (
@@ -39,34 +38,27 @@ from datarena.metasim.generator import (
     denormalise,
     pretrain_identity,
 )
-from datarena.metasim.reinforce import moving_baseline, reinforce
 from datarena.metasim.task import accuracy, train_task_net
-from datarena.progress import progress_bar
+from datarena.metasim.trainer import Problem, TrainerConfig, fit, plot_curves, save_run
 from datarena.scenes.grammar import SceneBatch, SceneGrammar, load_grammar
 from datarena.scenes.render import Rendered, render, render_all
 from datarena.seeding import seeded_by
 
 
-class MetaSimConfig(BaseModel):
-    epochs: int = Field(80, ge=1)
-    loss: Literal["both", "mmd", "task"] = "both"
-    lr: float = Field(0.01, gt=0)
+class MetaSimConfig(TrainerConfig):
+    """The MNIST pairs' settings (the loop's own: `trainer.TrainerConfig`)."""
+
     mmd_batch: int = Field(256, ge=8)
-    mmd_weight: float = 1.0
     mmd_warmup: float = Field(0.25, ge=0, le=1, description="fraction of epochs over which the MMD weight ramps up from 0")
-    task_weight: float = 1.0
     target_images: int = Field(1000, ge=10, description="target validation scenes (MMD and reward)")
     task_images: int = Field(1024, ge=16, description="scenes per candidate dataset")
     task_steps: int = Field(100, ge=1, description="Adam steps of the task network per candidate")
     pairs: int = Field(2, ge=1, description="antithetic candidate pairs per epoch")
-    explore_std: float = Field(0.25, gt=0, description="exploration std in normalised units")
-    baseline_momentum: float = Field(0.9, ge=0, lt=1)
     pretrain_steps: int = Field(200, ge=0)
     eval_images: int = Field(8000, ge=10, description="training scenes for the final task networks")
     eval_steps: int = Field(800, ge=1)
     test_images: int = Field(2000, ge=10, description="target test scenes for reporting")
     class_conditional: bool = False
-    seed: int = 0
 
 
 def with_split(grammar: SceneGrammar, split: str) -> SceneGrammar:
@@ -86,7 +78,7 @@ class MetaSimResult:
     generator: SceneGenerator = field(repr=False)
 
 
-def attribute_means(gen: SceneGenerator, batch: SceneBatch) -> dict:
+def digit_attributes(gen: SceneGenerator, batch: SceneBatch) -> dict:
     with torch.no_grad():
         attrs = denormalise(gen.mean_normalised(batch), gen.canvas)[batch.present]
     return {
@@ -115,11 +107,52 @@ def evaluate_generators(prior: SceneGrammar, target: SceneGrammar, generator: Sc
     return out
 
 
+class DigitProblem(Problem):
+    """The MNIST pairs for the one trainer: a per-object generator, the digit renderer, features of a
+    (random or given) conv net for the MMD, and a task network's accuracy on target val as reward."""
+
+    def __init__(self, prior: SceneGrammar, target: SceneGrammar, cfg: MetaSimConfig, gen: SceneGenerator,
+                 feat, target_feats: torch.Tensor, bandwidths, reward_fn, probe: SceneBatch):
+        self.title = f"{prior.name} -> {target.name}"
+        self.prior, self.cfg, self.generator, self.feat = prior, cfg, gen, feat
+        self.target_feats, self.bandwidths, self.reward_fn, self.probe = target_feats, bandwidths, reward_fn, probe
+
+    def mmd(self, epoch: int) -> torch.Tensor:
+        cfg = self.cfg
+        batch = self.prior.sample(cfg.mmd_batch, cfg.seed + 101, start=epoch * cfg.mmd_batch)
+        images = render(self.generator(batch), self.prior).images
+        return mmd2(self.feat(images), self.target_feats, self.bandwidths)
+
+    def candidate(self, epoch: int, pair: int, explore: np.random.Generator):
+        cfg = self.cfg
+        scenes = self.prior.sample(cfg.task_images, cfg.seed + 202, start=(epoch * cfg.pairs + pair) * cfg.task_images)
+        mean = self.generator.mean_normalised(scenes)  # (N, K, M), with gradients
+        present = scenes.present
+        delta = torch.from_numpy(explore.normal(0.0, cfg.explore_std, size=len(MUTABLE)).astype(np.float32))
+
+        def log_prob(sample: torch.Tensor) -> torch.Tensor:  # the shared offset given the mean, averaged over objects
+            offset = (sample - mean)[present].mean(0)
+            return -(offset.pow(2) / (2 * cfg.explore_std**2)).sum()
+
+        return scenes, mean, delta, log_prob
+
+    def reward(self, scenes: SceneBatch, sample: torch.Tensor, seed: int) -> float:
+        moved = self.generator.apply(scenes, sample)
+        with torch.no_grad():
+            data = render(moved, self.prior)
+        return self.reward_fn(moved, data, seed)
+
+    def attributes(self, epoch: int, last: bool) -> dict:
+        return digit_attributes(self.generator, self.probe)
+
+
 @seeded_by(lambda a: (a.arguments["cfg"] or MetaSimConfig()).seed)
 def train_metasim(prior: SceneGrammar | str, target: SceneGrammar | str, out: str | Path,
                   cfg: MetaSimConfig | None = None, features: str | Path | None = None,
                   force: bool = False, evaluate: bool = True, show_progress: bool = True,
                   reward_fn=None) -> MetaSimResult:
+    """Train a per-object generator from an MNIST prior grammar toward the target with the one
+    Meta-Sim loop (`trainer.fit`); evaluate prior / learned / oracle task networks; write the run."""
     cfg = cfg or MetaSimConfig()
     prior = load_grammar(prior) if isinstance(prior, str) else prior
     target = load_grammar(target) if isinstance(target, str) else target
@@ -135,54 +168,33 @@ def train_metasim(prior: SceneGrammar | str, target: SceneGrammar | str, out: st
 
     gen = SceneGenerator(prior.canvas, class_conditional=cfg.class_conditional)
     pretrain_loss = pretrain_identity(gen, lambda step: prior.sample(256, cfg.seed + 11, start=step * 256), cfg.pretrain_steps)
-    opt = torch.optim.Adam(gen.parameters(), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs, eta_min=cfg.lr * 0.05)
-    explore = np.random.default_rng(np.random.SeedSequence([cfg.seed, 2024]))
-    baseline: float | None = None
-    history: list[dict] = []
-    probe = prior.sample(1024, cfg.seed + 17)
-    use_mmd, use_task = cfg.loss in ("both", "mmd"), cfg.loss in ("both", "task")
     reward_name = "custom reward_fn" if reward_fn else "task network accuracy on target val digits"
-    reward_fn = reward_fn or task_reward(target_val, cfg)
+    problem = DigitProblem(prior, target, cfg, gen, feat, target_feats, bandwidths,
+                           reward_fn or task_reward(target_val, cfg), prior.sample(1024, cfg.seed + 17))
+    history = fit(problem, cfg, show_progress)
 
-    with progress_bar(f"meta-sim {prior.name} -> {target.name}", total=cfg.epochs, unit="epochs", enabled=show_progress) as advance:
-        for epoch in range(cfg.epochs):
-            opt.zero_grad(set_to_none=True)
-            batch = prior.sample(cfg.mmd_batch, cfg.seed + 101, start=epoch * cfg.mmd_batch)
-            images = render(gen(batch), prior).images
-            mmd = mmd2(feat(images), target_feats, bandwidths)
-            ramp = min(1.0, (epoch + 1) / max(cfg.mmd_warmup * cfg.epochs, 1e-9)) if use_task else 1.0
-            loss = cfg.mmd_weight * ramp * mmd if use_mmd else mmd.detach() * 0.0
-            rewards = []
-            if use_task:
-                surrogate, rewards = task_surrogate(gen, prior, cfg, epoch, explore, baseline, reward_fn)
-                loss = loss + cfg.task_weight * surrogate
-                baseline = moving_baseline(baseline, rewards, cfg.baseline_momentum)
-            if loss.requires_grad:
-                loss.backward()
-                opt.step()
-            sched.step()
-            means = attribute_means(gen, probe)
-            row = {"epoch": epoch + 1, "mmd": float(mmd.detach()), "reward": float(np.mean(rewards)) if rewards else None, **means}
-            history.append(row)
-            advance(1, mmd=row["mmd"], reward=row["reward"] if rewards else "-", rot=means["rotation"])
-
+    last = history[-1]
     report = {
         "prior": prior.name, "target": target.name, "config": cfg.model_dump(), "pretrain_identity_mse": pretrain_loss,
         "reward": reward_name,
         "features": str(features) if features else f"seeded random FeatureNet (seed {cfg.seed})",
-        "final": history[-1], "train_seconds": time.perf_counter() - t_start, "datarena_version": datarena.__version__,
+        "final": {"epoch": last["epoch"], "mmd": last["mmd"], "reward": last["reward"], **last["attributes"]},
+        "train_seconds": time.perf_counter() - t_start, "datarena_version": datarena.__version__,
     }
     if evaluate:
         report["evaluation"] = evaluate_generators(prior, target, gen, cfg)
     report["total_seconds"] = time.perf_counter() - t_start
-    with atomic_directory(out, force=force) as tmp:
-        torch.save({"state_dict": gen.state_dict(), "canvas": prior.canvas, "class_conditional": cfg.class_conditional, "prior": prior.model_dump(mode="json"),
-                    "target": target.name, "config": cfg.model_dump()}, tmp / "generator.pt")
-        write_json(tmp / "history.json", history)
-        write_json(tmp / "report.json", report)
-        plot_curves(history, target, tmp / "curves.png")
+    checkpoint = {"state_dict": gen.state_dict(), "canvas": prior.canvas, "class_conditional": cfg.class_conditional,
+                  "prior": prior.model_dump(mode="json"), "target": target.name, "config": cfg.model_dump()}
+    targets = {"rotation": _wrap(target.object.rotation.mean_value()), "x": target.object.x.mean_value(),
+               "y": target.object.y.mean_value(), "scale": target.object.scale.mean_value()}
+
+    def pictures(tmp: Path) -> None:
+        plot_curves(history, tmp / "curves.png", ["rotation", "x", "y"], targets,
+                    reward_label="task accuracy on target val (reward)")
         _sample_grids(prior, target, gen, tmp, cfg.seed)
+
+    save_run(out, checkpoint, report, history, force, pictures)
     return MetaSimResult(Path(out), history, report, gen)
 
 
@@ -194,60 +206,6 @@ def task_reward(target_val: Rendered, cfg: MetaSimConfig):
         return accuracy(net, target_val.images, target_val.labels)
 
     return reward
-
-
-def task_surrogate(gen, prior, cfg, epoch, explore, baseline, reward_fn):
-    """REINFORCE surrogate over antithetic candidate pairs; returns (surrogate, rewards).
-
-    reward_fn(scenes, rendered, seed) -> float scores one candidate dataset.
-    """
-    rewards, log_probs = [], []
-    for pair in range(cfg.pairs):
-        scenes = prior.sample(cfg.task_images, cfg.seed + 202, start=(epoch * cfg.pairs + pair) * cfg.task_images)
-        mean = gen.mean_normalised(scenes)  # (N, K, M), with gradients
-        present = scenes.present
-        delta = torch.from_numpy(explore.normal(0.0, cfg.explore_std, size=len(MUTABLE)).astype(np.float32))
-        for sign in (1.0, -1.0):
-            sample = mean.detach() + sign * delta  # a draw from the generator's output distribution
-            with torch.no_grad():
-                data = render(gen.apply(scenes, sample), prior)
-            reward = reward_fn(gen.apply(scenes, sample), data, cfg.seed * 7919 + epoch * 31 + pair)
-            rewards.append(reward)
-            # log-density of the shared offset given the current mean (x - mu averaged over objects)
-            offset = (sample - mean)[present].mean(0)
-            log_probs.append(-(offset.pow(2) / (2 * cfg.explore_std**2)).sum())
-    return reinforce(rewards, log_probs, baseline), rewards
-
-
-def plot_curves(history: list[dict], target: SceneGrammar, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
-    axes[0].plot(epochs, [h["mmd"] for h in history])
-    axes[0].set_title("MMD$^2$ (features)")
-    axes[0].set_yscale("log")
-    rewards = [h["reward"] for h in history]
-    if any(r is not None for r in rewards):
-        axes[1].plot(epochs, [np.nan if r is None else r for r in rewards])
-    axes[1].set_title("task accuracy on target val (reward)")
-    axes[2].plot(epochs, [h["rotation"] for h in history], label="learned")
-    axes[2].axhline(_wrap(target.object.rotation.mean_value()), color="k", ls="--", label="target")
-    axes[2].set_title("mean rotation (deg)")
-    axes[2].legend()
-    for key, ls in (("x", "-"), ("y", ":")):
-        axes[3].plot(epochs, [h[key] for h in history], ls, label=f"learned {key}")
-        axes[3].axhline(getattr(target.object, key).mean_value(), color="k", ls=ls, lw=0.8)
-    axes[3].set_title("mean position (px); black = target")
-    axes[3].legend()
-    for ax in axes:
-        ax.set_xlabel("epoch")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _wrap(deg: float) -> float:

@@ -372,18 +372,3 @@ def write_graph_scenes(grammar: SceneGraphGrammar, n: int, seed: int, out: str |
                                          "type_order": list(grammar.types),
                                          "seed": seed, "n": n, "datarena_version": datarena.__version__, **(meta or {})})
     return Path(out)
-
-
-
-def save_rgb_grid(images: torch.Tensor, path: str | Path, ncol: int = 8, scale: int = 2) -> None:
-    """(N, 3, H, W) in [0, 1] -> one PNG, ncol per row, each image scaled up `scale` times."""
-    from PIL import Image
-
-    arr = (images.detach().clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
-    n, h, w, _ = arr.shape
-    rows = -(-n // ncol)
-    grid = np.full((rows * (h + 2), ncol * (w + 2), 3), 255, np.uint8)
-    for i in range(n):
-        r, c = divmod(i, ncol)
-        grid[r * (h + 2): r * (h + 2) + h, c * (w + 2): c * (w + 2) + w] = arr[i]
-    Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST).save(path)

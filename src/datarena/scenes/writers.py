@@ -13,32 +13,45 @@ from datarena.data.checksums import atomic_directory, sha256_file, write_json
 from datarena.data.segmentation import DIGIT_CLASSES, finish_voc, make_voc_dirs, write_pair
 from datarena.errors import ConfigError
 from datarena.progress import progress_bar
+from datarena.scenes import api
 from datarena.scenes.grammar import SceneGrammar
 from datarena.scenes.render import Rendered, render_grammar
 
 FORMATS = ("voc", "npy")
 
 
-def save_grid(images: torch.Tensor | np.ndarray, path: str | os.PathLike, ncol: int = 8, title: str | None = None) -> None:
-    """Save up to ncol*ncol grey images (N,1,H,W) or (N,H,W) in [0,1] as one PNG grid."""
+def save_grid(images: torch.Tensor | np.ndarray, path: str | os.PathLike, ncol: int = 8, title: str | None = None,
+              scale: int = 1) -> None:
+    """Save up to ncol*ncol images in [0, 1] as one PNG grid, for every scene kind: grey (N,1,H,W) or
+    (N,H,W), colour (N,3,H,W). With a title the grid is drawn by matplotlib, else written pixel for
+    pixel, each image scaled up `scale` times."""
+    arr = images.detach().cpu().float().numpy() if isinstance(images, torch.Tensor) else np.asarray(images, np.float32)
+    arr = np.clip(arr[: ncol * ncol], 0, 1)
+    if arr.ndim == 4 and arr.shape[1] == 3:
+        arr = arr.transpose(0, 2, 3, 1)  # (N, H, W, 3)
+    else:
+        arr = arr.reshape(len(arr), arr.shape[-2], arr.shape[-1])
+    rows = max(1, -(-len(arr) // ncol))
+    h, w = arr.shape[1:3]
+    grid = np.ones((rows * (h + 2), ncol * (w + 2), *arr.shape[3:]), dtype=np.float32)
+    for i, img in enumerate(arr):
+        r, c = divmod(i, ncol)
+        grid[r * (h + 2) + 1 : r * (h + 2) + 1 + h, c * (w + 2) + 1 : c * (w + 2) + 1 + w] = img
+    if title is None:
+        from PIL import Image
+
+        im = Image.fromarray((grid * 255 + 0.5).astype(np.uint8))
+        im.resize((im.width * scale, im.height * scale), Image.NEAREST).save(path)
+        return
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    arr = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
-    arr = arr.reshape(len(arr), arr.shape[-2], arr.shape[-1])[: ncol * ncol]
-    rows = max(1, int(np.ceil(len(arr) / ncol)))
-    h, w = arr.shape[1:]
-    grid = np.ones((rows * (h + 2), ncol * (w + 2)), dtype=np.float32)
-    for i, img in enumerate(arr):
-        r, c = divmod(i, ncol)
-        grid[r * (h + 2) + 1 : r * (h + 2) + 1 + h, c * (w + 2) + 1 : c * (w + 2) + 1 + w] = img
-    fig, ax = plt.subplots(figsize=(ncol * 0.9, rows * 0.9 + (0.4 if title else 0)), dpi=100)
+    fig, ax = plt.subplots(figsize=(ncol * 0.9, rows * 0.9 + 0.4), dpi=100)
     ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.axis("off")
-    if title:
-        ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -106,21 +119,9 @@ def write_dataset(grammar, n: int, seed: int, out: str | os.PathLike, force: boo
     grammar, flat or scene graph; `transform(batch) -> attributes` rewrites the sampled scenes (a
     learned generator: `datarena.metasim.io.write_generator_dataset`). The one entry point of the
     CLI, the dataset track, the demo and the benchmarks."""
-    from datarena.scenes.graph import (
-        SceneGraphGrammar,
-        is_graph_grammar,
-        load_graph_grammar,
-        write_graph_scenes,
-    )
+    from datarena.scenes.graph import SceneGraphGrammar, write_graph_scenes
 
-    g = grammar
-    if isinstance(grammar, str | os.PathLike):
-        if is_graph_grammar(grammar):
-            g = load_graph_grammar(grammar)
-        else:
-            from datarena.scenes.grammar import load_grammar
-
-            g = load_grammar(str(grammar))
+    g = api.load(grammar) if isinstance(grammar, str | os.PathLike) else grammar
     if isinstance(g, SceneGraphGrammar):
         with torch.no_grad():
             return write_graph_scenes(g, n, seed, out, force=force, transform=transform, meta=meta)
@@ -130,8 +131,4 @@ def write_dataset(grammar, n: int, seed: int, out: str | os.PathLike, force: boo
 
 def dataset_classes(grammar: str | os.PathLike) -> tuple[str, ...]:
     """The class names (background first) a grammar's VOC dataset is labelled with."""
-    from datarena.scenes.graph import is_graph_grammar, load_graph_grammar
-
-    if is_graph_grammar(grammar):
-        return ("background", *load_graph_grammar(grammar).classes)
-    return DIGIT_CLASSES
+    return api.classes(api.load(grammar))

@@ -11,10 +11,10 @@ import time
 import uuid
 from pathlib import Path
 
+from datarena.challenge.store import migrate
 from datarena.db import make_engine
 from datarena.jobs.models import DONE, Job
 from datarena.jobs.queue import JobQueue, JobSettings
-from datarena.challenge.store import migrate
 
 REDIS = "redis://127.0.0.1:6379/0"
 AMQP = "amqp://guest:guest@127.0.0.1:5672//"

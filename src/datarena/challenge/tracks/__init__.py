@@ -3,8 +3,8 @@
 A track owns its data, submissions, scoring and leaderboard. The Arena builds one object per
 entry of the challenge's `tracks:` list and asks each to prepare a new phase, rank teams and
 export results; its HTTP routes are `http/routes/<kind>.py`. Adding a kind of track is one
-module here, one routes module, one line in KINDS and `routes.ROUTES`, and its spec in the
-`TrackSpec` union (`challenge/spec.py`).
+module here (`<kind>.py`, its class as `TRACK`), one routes module (`http/routes/<kind>.py`,
+`mount`) and its spec in the `TrackSpec` union (`challenge/spec.py`); nothing else names kinds.
 """
 
 from __future__ import annotations
@@ -18,10 +18,14 @@ from datarena.errors import ConfigError
 if TYPE_CHECKING:
     from datarena.challenge.models import Phase
 
-KINDS = {
-    "labels": "datarena.challenge.tracks.labels:LabelsTrack",
-    "dataset": "datarena.challenge.tracks.dataset:DatasetTrack",
-}
+def kinds() -> tuple[str, ...]:
+    """The track kinds: the `kind` literals of the `TrackSpec` union (`challenge/spec.py`)."""
+    import typing
+
+    from datarena.challenge.spec import TrackSpec
+
+    union = typing.get_args(TrackSpec)[0]
+    return tuple(typing.get_args(spec.model_fields["kind"].annotation)[0] for spec in typing.get_args(union))
 
 
 class Track(ABC):
@@ -59,10 +63,10 @@ class Track(ABC):
 
 
 def track_class(kind: str) -> type[Track]:
-    if kind not in KINDS:
-        raise ConfigError(f"unknown track kind {kind!r}; choose one of {', '.join(KINDS)}.")
-    module, _, name = KINDS[kind].partition(":")
-    return getattr(importlib.import_module(module), name)
+    """The `Track` subclass of a kind: `TRACK` in the module `challenge/tracks/<kind>.py`."""
+    if kind not in kinds():
+        raise ConfigError(f"unknown track kind {kind!r}; choose one of {', '.join(kinds())}.")
+    return importlib.import_module(f"{__name__}.{kind}").TRACK
 
 
 def rank_rows(rows: list[dict], key) -> list[dict]:
@@ -73,4 +77,4 @@ def rank_rows(rows: list[dict], key) -> list[dict]:
     return rows
 
 
-__all__ = ["KINDS", "Track", "rank_rows", "track_class"]
+__all__ = ["Track", "kinds", "rank_rows", "track_class"]

@@ -28,6 +28,9 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from datarena.challenge.models import DatasetSubmission, Phase, Team
+from datarena.challenge.teams import TeamRef
+from datarena.challenge.tracks import Track
 from datarena.data.archives import (
     ArchiveError,
     Limits,
@@ -51,9 +54,6 @@ from datarena.errors import (
 )
 from datarena.jobs.models import DONE, Job
 from datarena.jobs.store import JobError
-from datarena.challenge.models import DatasetSubmission, Phase, Team
-from datarena.challenge.teams import TeamRef
-from datarena.challenge.tracks import Track
 
 MAX_LISTED_PROBLEMS = 50
 MB = 1 << 20
@@ -507,3 +507,6 @@ def _sha256(path: Path) -> tuple[str, int]:
             h.update(block)
             size += len(block)
     return h.hexdigest(), size
+
+
+TRACK = DatasetTrack  # what `tracks.track_class('dataset')` returns

@@ -14,11 +14,11 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from datarena.errors import Conflict, Invalid, NotFound, SubmissionError, TooLarge
 from datarena.challenge.catalogue import Catalogue, ExerciseInfo
 from datarena.challenge.models import Phase, Reveal, Submission, Team
 from datarena.challenge.teams import TeamRef
 from datarena.challenge.tracks import Track, rank_rows
+from datarena.errors import Conflict, Invalid, NotFound, SubmissionError, TooLarge
 from datarena.underspec.scoring import score_labels
 
 
@@ -277,3 +277,6 @@ class LabelsTrack(Track):
                                   .group_by(Submission.team_id)).all())
 
     # ------------------------------------------------------------ routes
+
+
+TRACK = LabelsTrack  # what `tracks.track_class('labels')` returns

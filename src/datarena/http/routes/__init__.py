@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from importlib import import_module
 
-ROUTES = {"labels": "datarena.http.routes.labels", "dataset": "datarena.http.routes.dataset"}
-
 
 def mount_track(track, app, pages) -> None:
-    """Add a track's API routes and pages (its kind's routes module)."""
-    import_module(ROUTES[track.kind]).mount(track, app, pages)
+    """Add a track's API routes and pages: `mount` of `http/routes/<kind>.py`."""
+    import_module(f"{__name__}.{track.kind}").mount(track, app, pages)

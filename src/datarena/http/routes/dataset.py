@@ -10,6 +10,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from datarena.challenge.teams import TeamRef
+from datarena.challenge.tracks.dataset import MB, DatasetTrack
 from datarena.errors import (
     Invalid,
     NotFound,
@@ -17,8 +19,6 @@ from datarena.errors import (
     Unsupported,
 )
 from datarena.http import web
-from datarena.challenge.teams import TeamRef
-from datarena.challenge.tracks.dataset import MB, DatasetTrack
 
 
 def mount(track: DatasetTrack, app: FastAPI, pages: web.Pages) -> None:

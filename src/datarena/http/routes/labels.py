@@ -9,10 +9,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from datarena.errors import Invalid, NotFound
-from datarena.http import web
 from datarena.challenge.catalogue import ExerciseInfo
 from datarena.challenge.tracks.labels import LabelsTrack
+from datarena.errors import Invalid, NotFound
+from datarena.http import web
 
 
 def mount(track: LabelsTrack, app: FastAPI, pages: web.Pages) -> None:
