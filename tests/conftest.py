@@ -7,7 +7,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import torch
 
+from datarena.challenge.arena import Arena
+from datarena.challenge.phases import commitment, generation_seed, phase_secret
+from datarena.challenge.spec import ChallengeSpec
+from datarena.http.runner import BackgroundServer
 from datarena.underspec.exercises import SourceConfig
 from datarena.underspec.generate import generate_suite
 from datarena.underspec.suite import load_suite
@@ -19,8 +24,6 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # start), or the workers' thread pools fight over the cores and every training slows down.
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["MKL_NUM_THREADS"] = "1"
-    import torch
-
     torch.set_num_threads(1)
 
 
@@ -46,8 +49,6 @@ SERVER_EXERCISES = ["00", "01", "04"]
 
 def fast_challenge(data_dir: Path, database_url: str | None = None, **over):
     """A small real challenge: three exercises, cheaper argon2 parameters for test speed."""
-    from datarena.challenge.spec import ChallengeSpec
-
     params = dict(
         title="test challenge",
         exercises=[{"id": e} for e in SERVER_EXERCISES],
@@ -66,8 +67,6 @@ TEST_SERVER_SECRET = bytes(range(32))
 
 
 def test_phase_secret(number: int = 1, seed: int = 42) -> str:
-    from datarena.challenge.phases import phase_secret
-
     return phase_secret(TEST_SERVER_SECRET, number, seed)
 
 
@@ -86,8 +85,6 @@ def install_phase_cache(phase_data_cache: Path, data_dir: Path) -> None:
 @pytest.fixture(scope="session")
 def phase_data_cache(tmp_path_factory) -> Path:
     """Phase-1 data generated once from the test secret; arenas copy it instead of regenerating."""
-    from datarena.challenge.phases import commitment, generation_seed
-
     secret = test_phase_secret()
     out = tmp_path_factory.mktemp("phasecache") / "phase-1"
     generate_suite(load_suite(), generation_seed(secret), out, SourceConfig(), only=SERVER_EXERCISES,
@@ -127,9 +124,6 @@ def _drop_postgres(url: str) -> None:
 def serving(backend: str, make_spec):
     """(arena, url): the challenge `make_spec(database_url)` served over HTTP on a fresh database of
     `backend` ("sqlite", or "postgresql", skipped when PostgreSQL is not reachable); dropped after."""
-    from datarena.challenge.arena import Arena
-    from datarena.http.runner import BackgroundServer
-
     db_url = None
     if backend == "postgresql":
         db_url = _postgres_url()
