@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from datarena.metasim.train import MetaSimConfig, evaluate_generators, rotation_error, train_metasim
@@ -41,6 +42,70 @@ def run(prior: str, target: str, loss: str, seed: int, epochs: int) -> dict:
         "pos_err": ((final["x"] - tgt.x.mean_value()) ** 2 + (final["y"] - tgt.y.mean_value()) ** 2) ** 0.5,
         "seconds": seconds,
     }
+
+
+def random_family(family_seed: int, count: int, only: list[int] | None, loss: str, epochs: int, seed: int,
+                  restarts: int, select_by: str, out_png: str | None) -> None:
+    """BigMNIST targets drawn from a family seed (datarena.metasim.targets): per target, prior / learned /
+    oracle target test accuracy, the learned attributes against the target's, and seconds."""
+    from datarena.metasim.targets import digit_targets
+
+    targets = digit_targets(family_seed, count)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; family {family_seed}, loss {loss}, "
+          f"epochs {epochs}, restarts {restarts} (chosen by {select_by}), seed {seed}")
+    print(f"{'target':22s} {'rot':>5s} {'x':>5s} {'y':>5s} {'scale':>5s} | {'prior':>6s} {'learned':>7s} {'oracle':>6s} "
+          f"{'l/o':>5s} | {'rot':>6s} {'rot err':>7s} {'pos err':>7s} {'scale':>5s} {'s':>5s}")
+    ratios, best, worst = [], None, None
+    for i, target in enumerate(targets):
+        if only and i not in only:
+            continue
+        cfg = MetaSimConfig(loss=loss, seed=seed, epochs=epochs, restarts=restarts, select_by=select_by)
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            result = train_metasim("bigmnist", target, Path(tmp) / "run", cfg, show_progress=False)
+            seconds = time.perf_counter() - t0
+            ev, final, o = result.report["evaluation"], result.report["final"], target.object
+            ratio = ev["learned_over_oracle"]
+            ratios.append(ratio)
+            print(f"{target.name:22s} {o.rotation.mean_value():5.0f} {o.x.mean_value():5.1f} {o.y.mean_value():5.1f} "
+                  f"{o.scale.mean_value():5.2f} | {ev['prior']['target_test_accuracy']:6.3f} "
+                  f"{ev['learned']['target_test_accuracy']:7.3f} {ev['target_oracle']['target_test_accuracy']:6.3f} "
+                  f"{ratio:5.3f} | {final['rotation'] % 360:6.1f} {rotation_error(final['rotation'], o.rotation.mean_value()):7.1f} "
+                  f"{((final['x'] - o.x.mean_value()) ** 2 + (final['y'] - o.y.mean_value()) ** 2) ** 0.5:7.1f} "
+                  f"{final['scale']:5.2f} {seconds:5.0f}", flush=True)
+            for row in result.report["restarts"]:
+                mark = "*" if row.get("chosen") else " "
+                score = f"task score {row['task_score']:.3f}" if "task_score" in row else ""
+                print(f"    {mark} start +{row['start_turn'] * 360:3.0f} deg: rotation {row['attributes']['rotation'] % 360:6.1f}, "
+                      f"MMD {row['mmd']:.4f} {score}", flush=True)
+            if out_png:
+                for name, keep in (("best", best is None or ratio > best[0]), ("worst", worst is None or ratio < worst[0])):
+                    if keep:
+                        dest = Path(out_png.replace("{which}", name))
+                        _triptych(Path(tmp) / "run", dest, f"{target.name}: l/o {ratio:.3f}")
+                        if name == "best":
+                            best = (ratio, dest)
+                        else:
+                            worst = (ratio, dest)
+    share = sum(r >= 0.95 for r in ratios) / max(len(ratios), 1)
+    print(f"learned / oracle >= 0.95 on {sum(r >= 0.95 for r in ratios)} of {len(ratios)} targets ({share:.0%}); "
+          f"median {float(np.median(ratios)):.3f}, min {min(ratios):.3f}", flush=True)
+
+
+def _triptych(run: Path, dest: Path, title: str) -> None:
+    """One PNG of a run's sample grids side by side: prior / learned / target."""
+    from PIL import Image, ImageDraw
+
+    ims = [Image.open(run / f"samples_{k}.png").convert("RGB") for k in ("prior", "learned", "target")]
+    w, h = sum(i.width for i in ims), max(i.height for i in ims) + 18
+    canvas = Image.new("RGB", (w, h), "white")
+    x = 0
+    for im in ims:
+        canvas.paste(im, (x, 18))
+        x += im.width
+    ImageDraw.Draw(canvas).text((4, 2), f"{title}   (prior | learned | target)", fill="black")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(dest)
 
 
 def baselines(seeds: list[int]) -> None:
@@ -104,7 +169,15 @@ def aerial(seeds: list[int], ablation_seeds: list[int], epochs: int | None, png:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--pair", choices=["mnist", "aerial"], default="mnist")
+    parser.add_argument("--pair", choices=["mnist", "aerial", "random"], default="mnist")
+    parser.add_argument("--family", type=int, default=1, help="random: the family seed the targets are drawn from")
+    parser.add_argument("--targets", type=int, default=10, help="random: how many targets the family has")
+    parser.add_argument("--only", type=int, nargs="*", help="random: run only these target indices")
+    parser.add_argument("--loss", choices=["both", "mmd", "task"], help="random: the loss (default: MetaSimConfig's)")
+    parser.add_argument("--restarts", type=int, help="random / mnist: rotation restarts (default: MetaSimConfig's)")
+    parser.add_argument("--select-by", choices=["task", "mmd"], default="task", help="random: how the restart is chosen")
+    parser.add_argument("--grids", help="random: write prior/learned/target PNGs of the best and worst target, "
+                                        "e.g. docs/img/metasim_random_{which}.png")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--ablation-seeds", type=int, nargs="*", default=[0], help="aerial: seeds that also run the ablation rows")
     parser.add_argument("--png", help="aerial: write a PNG of prior / learned / target scenes here")
@@ -134,6 +207,10 @@ def main() -> None:
                tuple(args.rows), args.reference, args.diagnose)
         return
     args.epochs = args.epochs or MetaSimConfig().epochs
+    if args.pair == "random":
+        random_family(args.family, args.targets, args.only, args.loss or MetaSimConfig().loss, args.epochs,
+                      args.seeds[0], args.restarts or MetaSimConfig().restarts, args.select_by, args.grids)
+        return
     if args.baselines_only:
         baselines(args.seeds)
         return

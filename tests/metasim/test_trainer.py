@@ -59,3 +59,49 @@ def test_plot_curves_draws_any_problem(tmp_path):
     plot_curves(history, tmp_path / "c.png", ["mu"], {"mu": 1.0})
     assert (tmp_path / "c.png").stat().st_size > 1000
     assert np.isfinite([h["mmd"] for h in history]).all()
+
+
+class MirrorProblem(Problem):
+    """A periodic attribute theta whose MMD has two equal minima, theta* and its mirror theta* + 180 deg
+    (what a 6 and a turned 9 do to image features); only the task score tells them apart."""
+
+    title = "mirror"
+
+    def __init__(self, target_deg: float):
+        self.generator, self.target = Shift(), float(np.deg2rad(target_deg))
+
+    def mmd(self, epoch):
+        return 1.0 - torch.cos(2.0 * (self.generator.mu - self.target)).sum()
+
+    def candidate(self, epoch, pair, explore):
+        raise AssertionError("the restarts train with the MMD alone")
+
+    def reward(self, scenes, sample, seed):
+        raise AssertionError("the restarts train with the MMD alone")
+
+    def attributes(self, epoch, last):
+        return {"theta": float(np.rad2deg(float(self.generator.mu.detach()))) % 360.0}
+
+    def turn_periodic(self, fraction):
+        with torch.no_grad():
+            self.generator.mu += 2.0 * np.pi * fraction
+
+    def task_score(self):
+        return float(torch.cos(self.generator.mu.detach() - self.target))
+
+
+def test_restarts_chosen_by_the_task_score_escape_the_mirror_minimum():
+    from datarena.metasim.trainer import fit_with_restarts
+
+    # from 0 deg the MMD alone slides into the mirror minimum at 20 deg, not the target at 200 deg
+    alone = MirrorProblem(200.0)
+    fit(alone, TrainerConfig(epochs=60, loss="mmd", lr=0.05), show_progress=False)
+    assert abs(alone.attributes(0, True)["theta"] - 20.0) < 2.0
+    cfg = TrainerConfig(epochs=60, loss="mmd", lr=0.05, restarts=4, restart_epochs=30)
+    chosen, history, rows = fit_with_restarts(lambda: MirrorProblem(200.0), cfg, show_progress=False)
+    assert abs(history[-1]["attributes"]["theta"] - 200.0) < 2.0, rows
+    assert [r["start_turn"] for r in rows] == [0.0, 0.25, 0.5, 0.75] and sum(r.get("chosen", False) for r in rows) == 1
+    # the MMD cannot choose: the right start and its mirror end at the same (zero) MMD
+    ends = sorted(rows, key=lambda r: r["mmd"])
+    assert abs(ends[0]["mmd"] - ends[1]["mmd"]) < 1e-3
+    assert all(abs((r["attributes"]["theta"] - 20.0 + 90.0) % 180.0 - 90.0) < 5.0 for r in ends[:2]), ends

@@ -165,7 +165,7 @@ def test_scenes_render_writes_valid_datasets(tmp_path):
 
 # ---------------------------------------------------------------- Meta-Sim
 
-SMALL = dict(epochs=8, mmd_batch=64, target_images=200, task_images=64, task_steps=5, pretrain_steps=60,
+SMALL = dict(epochs=8, mmd_batch=64, target_images=200, task_images=64, task_steps=5, pretrain_steps=60, restarts=1,
              pairs=1, lr=0.02, mmd_warmup=0.0)
 
 

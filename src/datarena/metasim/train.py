@@ -20,6 +20,7 @@ Target images: `val` digits for the MMD and the reward, disjoint `test` digits f
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +40,13 @@ from datarena.metasim.generator import (
     pretrain_identity,
 )
 from datarena.metasim.task import accuracy, train_task_net
-from datarena.metasim.trainer import Problem, TrainerConfig, fit, plot_curves, save_run
+from datarena.metasim.trainer import (
+    Problem,
+    TrainerConfig,
+    fit_with_restarts,
+    plot_curves,
+    save_run,
+)
 from datarena.scenes.grammar import SceneBatch, SceneGrammar, load_grammar
 from datarena.scenes.render import Rendered, render, render_all
 from datarena.seeding import seeded_by
@@ -54,6 +61,9 @@ class MetaSimConfig(TrainerConfig):
     task_images: int = Field(1024, ge=16, description="scenes per candidate dataset")
     task_steps: int = Field(100, ge=1, description="Adam steps of the task network per candidate")
     pairs: int = Field(2, ge=1, description="antithetic candidate pairs per epoch")
+    restarts: int = Field(4, ge=1, description="rotation starts 0, 90, 180, 270 deg; the best continues")
+    score_images: int = Field(2048, ge=16, description="scenes of each restart's task score")
+    score_steps: int = Field(300, ge=1, description="Adam steps of each restart's task network")
     pretrain_steps: int = Field(200, ge=0)
     eval_images: int = Field(8000, ge=10, description="training scenes for the final task networks")
     eval_steps: int = Field(800, ge=1)
@@ -112,10 +122,11 @@ class DigitProblem(Problem):
     (random or given) conv net for the MMD, and a task network's accuracy on target val as reward."""
 
     def __init__(self, prior: SceneGrammar, target: SceneGrammar, cfg: MetaSimConfig, gen: SceneGenerator,
-                 feat, target_feats: torch.Tensor, bandwidths, reward_fn, probe: SceneBatch):
+                 feat, target_feats: torch.Tensor, bandwidths, reward_fn, probe: SceneBatch, target_val: Rendered):
         self.title = f"{prior.name} -> {target.name}"
         self.prior, self.cfg, self.generator, self.feat = prior, cfg, gen, feat
         self.target_feats, self.bandwidths, self.reward_fn, self.probe = target_feats, bandwidths, reward_fn, probe
+        self.target_val = target_val
 
     def mmd(self, epoch: int) -> torch.Tensor:
         cfg = self.cfg
@@ -145,6 +156,41 @@ class DigitProblem(Problem):
     def attributes(self, epoch: int, last: bool) -> dict:
         return digit_attributes(self.generator, self.probe)
 
+    def turn_periodic(self, fraction: float) -> None:
+        with torch.no_grad():  # the rotation output is z + net(...): its last bias shifts it (2.0 = a full turn)
+            self.generator.net[-1].bias[MUTABLE.index("rotation")] += 2.0 * fraction
+
+    def task_score(self) -> float:
+        """Accuracy on the target val digits of a task network trained on `score_images` renders (the
+        same scenes and network seed for every restart: common random numbers)."""
+        cfg = self.cfg
+        with torch.no_grad():
+            data = render_all(self.prior, cfg.score_images, cfg.seed + 6_000_007, transform=self.generator)
+        net = train_task_net(data.images, data.labels, cfg.score_steps, seed=cfg.seed + 53)
+        return accuracy(net, self.target_val.images, self.target_val.labels)
+
+
+def digit_problem(prior: SceneGrammar, target: SceneGrammar, cfg: MetaSimConfig, features: str | Path | None = None,
+                  reward_fn=None):
+    """(make_problem, pretrain_mse): a factory of `DigitProblem`s for a pair, each with a fresh copy of
+    one generator pre-trained to reproduce the prior (restarts start from it)."""
+    feat = load_feature_net(features, seed=cfg.seed)
+    target_val = render_all(with_split(target, "val"), cfg.target_images, cfg.seed + 1_000_003)
+    with torch.no_grad():
+        target_feats = feat(target_val.images)
+        prior_imgs = render_all(prior, cfg.mmd_batch, cfg.seed + 3).images
+        bandwidths = median_bandwidths(feat(prior_imgs), target_feats)
+    start = SceneGenerator(prior.canvas, class_conditional=cfg.class_conditional)
+    pretrain_loss = pretrain_identity(start, lambda step: prior.sample(256, cfg.seed + 11, start=step * 256), cfg.pretrain_steps)
+    reward_fn = reward_fn or task_reward(target_val, cfg)
+    probe = prior.sample(1024, cfg.seed + 17)
+
+    def make_problem() -> DigitProblem:
+        return DigitProblem(prior, target, cfg, copy.deepcopy(start), feat, target_feats, bandwidths, reward_fn,
+                            probe, target_val)
+
+    return make_problem, pretrain_loss
+
 
 @seeded_by(lambda a: (a.arguments["cfg"] or MetaSimConfig()).seed)
 def train_metasim(prior: SceneGrammar | str, target: SceneGrammar | str, out: str | Path,
@@ -159,19 +205,10 @@ def train_metasim(prior: SceneGrammar | str, target: SceneGrammar | str, out: st
     _check_pair(prior, target)
     t_start = time.perf_counter()
     # the generator's initialisation draws from the global RNG, seeded with cfg.seed by @seeded_by
-    feat = load_feature_net(features, seed=cfg.seed)
-    target_val = render_all(with_split(target, "val"), cfg.target_images, cfg.seed + 1_000_003)
-    with torch.no_grad():
-        target_feats = feat(target_val.images)
-        prior_imgs = render_all(prior, cfg.mmd_batch, cfg.seed + 3).images
-        bandwidths = median_bandwidths(feat(prior_imgs), target_feats)
-
-    gen = SceneGenerator(prior.canvas, class_conditional=cfg.class_conditional)
-    pretrain_loss = pretrain_identity(gen, lambda step: prior.sample(256, cfg.seed + 11, start=step * 256), cfg.pretrain_steps)
+    make_problem, pretrain_loss = digit_problem(prior, target, cfg, features, reward_fn)
     reward_name = "custom reward_fn" if reward_fn else "task network accuracy on target val digits"
-    problem = DigitProblem(prior, target, cfg, gen, feat, target_feats, bandwidths,
-                           reward_fn or task_reward(target_val, cfg), prior.sample(1024, cfg.seed + 17))
-    history = fit(problem, cfg, show_progress)
+    problem, history, restarts = fit_with_restarts(make_problem, cfg, show_progress)
+    gen = problem.generator
 
     last = history[-1]
     report = {
@@ -179,6 +216,7 @@ def train_metasim(prior: SceneGrammar | str, target: SceneGrammar | str, out: st
         "reward": reward_name,
         "features": str(features) if features else f"seeded random FeatureNet (seed {cfg.seed})",
         "final": {"epoch": last["epoch"], "mmd": last["mmd"], "reward": last["reward"], **last["attributes"]},
+        "restarts": restarts,
         "train_seconds": time.perf_counter() - t_start, "datarena_version": datarena.__version__,
     }
     if evaluate:

@@ -45,6 +45,11 @@ class TrainerConfig(BaseModel):
     pairs: int = Field(1, ge=1, description="antithetic candidate pairs per task step")
     explore_std: float = Field(0.25, gt=0, description="exploration std in normalised attribute units")
     baseline_momentum: float = Field(0.9, ge=0, lt=1)
+    restarts: int = Field(1, ge=1, description="starts spread evenly over a turn of every periodic attribute; the "
+                          "best after `restart_epochs` of MMD continues (1: no restarts)")
+    restart_epochs: int = Field(20, ge=1, description="MMD-only epochs each start trains before the choice")
+    select_by: Literal["task", "mmd"] = Field("task", description="how the restart is chosen: the problem's task score "
+                                              "(higher wins) or the final MMD (lower wins)")
     seed: int = 0
 
 
@@ -72,6 +77,14 @@ class Problem(ABC):
     def attributes(self, epoch: int, last: bool) -> dict | None:
         """Where the generator has moved the attributes so far (a history row's 'attributes'), or None."""
         return None
+
+    def turn_periodic(self, fraction: float) -> None:
+        """Move the generator's output `fraction` of a full turn on every periodic attribute (restarts)."""
+        raise NotImplementedError(f"{type(self).__name__} has no periodic attributes to restart over")
+
+    def task_score(self) -> float:
+        """A low-variance task score of the generator as it is now (chooses among restarts; higher is better)."""
+        raise NotImplementedError(f"{type(self).__name__} has no task score")
 
 
 def task_surrogate(problem: Problem, cfg: TrainerConfig, epoch: int, explore: np.random.Generator,
@@ -119,6 +132,34 @@ def fit(problem: Problem, cfg: TrainerConfig, show_progress: bool = True) -> lis
             history.append(row)
             advance(1, mmd=row["mmd"], reward=row["reward"] if rewards else "-")
     return history
+
+
+def fit_with_restarts(make_problem: Callable[[], Problem], cfg: TrainerConfig, show_progress: bool = True
+                      ) -> tuple[Problem, list[dict], list[dict]]:
+    """Escape symmetric minima: `cfg.restarts` copies of the problem start spread evenly over a turn of
+    every periodic attribute (0, 1/K, 2/K ... of 360 degrees), each trains `restart_epochs` with the MMD
+    alone, and the one with the best task score (or lowest MMD, `select_by`) continues with `fit` and
+    the full config. Nothing here knows the target: only the problem's own score of each start.
+    Returns (the chosen problem, its history, one row per start)."""
+    if cfg.restarts == 1:
+        problem = make_problem()
+        return problem, fit(problem, cfg, show_progress), []
+    short = cfg.model_copy(update={"loss": "mmd", "epochs": cfg.restart_epochs})
+    starts, rows = [], []
+    for k in range(cfg.restarts):
+        problem = make_problem()
+        problem.turn_periodic(k / cfg.restarts)
+        history = fit(problem, short, show_progress=False)
+        row = {"start_turn": k / cfg.restarts, "mmd": history[-1]["mmd"],
+               "attributes": problem.attributes(cfg.restart_epochs - 1, True)}
+        if cfg.select_by == "task":
+            row["task_score"] = problem.task_score()
+        starts.append(problem)
+        rows.append(row)
+    best = (max(range(len(rows)), key=lambda i: rows[i]["task_score"]) if cfg.select_by == "task"
+            else min(range(len(rows)), key=lambda i: rows[i]["mmd"]))
+    rows[best]["chosen"] = True
+    return starts[best], fit(starts[best], cfg, show_progress), rows
 
 
 def plot_curves(history: list[dict], path: str | Path, keys: list[str], targets: dict[str, float] | None = None,
