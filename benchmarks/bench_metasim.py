@@ -7,7 +7,14 @@ under 15 minutes on 2 cores; plus the ablation MMD only / task only / both on th
 --pair aerial: scene graphs, car IoU of the dataset track's scoring instrument (preset aerial_scenes) on target renders, and the MMD before and
 after. Goals (issue 21): learned >= 90 % of the oracle, prior <= 60 % of it, each seed under 20 minutes
 on 2 cores; ablation rows: per-object MLP instead of the graph network, MMD only instead of MMD + task.
-Run: .venv/bin/python benchmarks/bench_metasim.py [--seeds 0 1 2] [--pairs mnist bigmnist] [--no-ablation] [--losses mmd task]
+--pair random: targets nobody tuned for, drawn from a family seed (datarena.metasim.targets). --kind bigmnist
+(10 targets: rotation in [0, 360), any centre where the digit fits, scale in [0.7, 1.3]): prior / learned / oracle
+target test accuracy and the learned attributes; goal (issue 33) learned >= 0.95 of the oracle on >= 90 %.
+--kind aerial (5 targets around aerial_target): car IoU through the aerial_scenes instrument; goal >= 0.90 on
+>= 80 %. Family 0 is the tuning family; reported figures use family 1.
+Run: .venv/bin/python benchmarks/bench_metasim.py --pair random --family 1 [--kind aerial] [--select-by mmd] [--loss both]
+     [--restarts 1] [--only 0 3] [--grids docs/img/metasim_random_{which}.png]
+     .venv/bin/python benchmarks/bench_metasim.py [--seeds 0 1 2] [--pairs mnist bigmnist] [--no-ablation] [--losses mmd task]
      .venv/bin/python benchmarks/bench_metasim.py --baselines-only --seeds 0 1 2 3 4   (prior and oracle only, ~40 s each)
      .venv/bin/python benchmarks/bench_metasim.py --pair aerial --seeds 0 1 2 [--ablation-seeds 0] [--png docs/img/aerial_scenes.png] [--diagnose]
 """
@@ -92,6 +99,40 @@ def random_family(family_seed: int, count: int, only: list[int] | None, loss: st
           f"median {float(np.median(ratios)):.3f}, min {min(ratios):.3f}", flush=True)
 
 
+def random_aerial(family_seed: int, count: int, only: list[int] | None, epochs: int | None, seed: int,
+                  eval_seeds: int | None, loss: str | None) -> None:
+    """aerial -> targets drawn around aerial_target (datarena.metasim.targets.aerial_targets): per target the
+    car IoU (the aerial_scenes instrument) of prior / learned / oracle, learned car attributes against the
+    target's, seconds."""
+    from datarena.metasim.aerial import AerialConfig, evaluate_aerial, node_attributes, train_aerial
+    from datarena.metasim.targets import aerial_targets
+    from datarena.scenes.graph import sample_graphs
+
+    over = {"seeds": eval_seeds} if eval_seeds else {}
+    base = {"epochs": epochs} if epochs else {}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; aerial family {family_seed}, seed {seed}, "
+          f"training seeds per score: {eval_seeds or 'the preset'}s")
+    print(f"{'target':18s} {'prior':>6s} {'learned':>7s} {'oracle':>6s} {'l/o':>5s} {'p/o':>5s} | "
+          f"{'|head| tgt':>10s} {'learned':>7s} {'|lat| tgt':>9s} {'learned':>7s} {'s':>5s}")
+    ratios = []
+    for i, target in enumerate(aerial_targets(family_seed, count)):
+        if only and i not in only:
+            continue
+        cfg = AerialConfig(seed=seed, eval_overrides=over, **base, **({"loss": loss} if loss else {}))
+        t0 = time.perf_counter()
+        res = train_aerial("aerial", target, cfg, show_progress=False)
+        ev = evaluate_aerial("aerial", target, cfg, res.generator)
+        p, learned, o = (ev[k]["car_iou"] for k in ("prior", "learned", "target_oracle"))
+        probe = sample_graphs(target, 192, seed + 5)
+        want, got = node_attributes(probe.attrs, target, probe), res.report["attributes_learned"]
+        ratios.append(learned / o)
+        print(f"{target.name:18s} {p:6.3f} {learned:7.3f} {o:6.3f} {learned / o:5.2f} {p / o:5.2f} | "
+              f"{want['car.heading']:10.1f} {got['car.heading']:7.1f} {want['car.lateral']:9.1f} {got['car.lateral']:7.1f} "
+              f"{time.perf_counter() - t0:5.0f}   ({target.description})", flush=True)
+    print(f"learned / oracle >= 0.90 on {sum(r >= 0.9 for r in ratios)} of {len(ratios)} targets; "
+          f"median {float(np.median(ratios)):.3f}, min {min(ratios):.3f}", flush=True)
+
+
 def _triptych(run: Path, dest: Path, title: str) -> None:
     """One PNG of a run's sample grids side by side: prior / learned / target."""
     from PIL import Image, ImageDraw
@@ -171,7 +212,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pair", choices=["mnist", "aerial", "random"], default="mnist")
     parser.add_argument("--family", type=int, default=1, help="random: the family seed the targets are drawn from")
-    parser.add_argument("--targets", type=int, default=10, help="random: how many targets the family has")
+    parser.add_argument("--kind", choices=["bigmnist", "aerial"], default="bigmnist", help="random: which family")
+    parser.add_argument("--eval-seeds", type=int, help="random aerial: training seeds per car-IoU score (default: the preset's 3)")
+    parser.add_argument("--targets", type=int, help="random: how many targets the family has (10 bigmnist, 5 aerial)")
     parser.add_argument("--only", type=int, nargs="*", help="random: run only these target indices")
     parser.add_argument("--loss", choices=["both", "mmd", "task"], help="random: the loss (default: MetaSimConfig's)")
     parser.add_argument("--restarts", type=int, help="random / mnist: rotation restarts (default: MetaSimConfig's)")
@@ -207,8 +250,11 @@ def main() -> None:
                tuple(args.rows), args.reference, args.diagnose)
         return
     args.epochs = args.epochs or MetaSimConfig().epochs
+    if args.pair == "random" and args.kind == "aerial":
+        random_aerial(args.family, args.targets or 5, args.only, args.epochs, args.seeds[0], args.eval_seeds, args.loss)
+        return
     if args.pair == "random":
-        random_family(args.family, args.targets, args.only, args.loss or MetaSimConfig().loss, args.epochs,
+        random_family(args.family, args.targets or 10, args.only, args.loss or MetaSimConfig().loss, args.epochs,
                       args.seeds[0], args.restarts or MetaSimConfig().restarts, args.select_by, args.grids)
         return
     if args.baselines_only:

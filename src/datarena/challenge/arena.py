@@ -4,7 +4,8 @@
 * phases, secret seeds, commitments: `challenge/phases.py` (PhasesMixin);
 * tracks: `challenge/tracks/labels.py` (the hackathon42 suite), `challenge/tracks/dataset.py`
   (uploaded datasets scored by training), one object per entry of the challenge's `tracks:`;
-* organiser exports: `challenge/organiser.py`;
+* organisers: accounts, team actions, the results export, verification, the audit log:
+  `challenge/organisers.py`;
 * long work: `datarena.jobs` (self.jobs).
 
 What the parts share (Session, spec, tracks, jobs, ...) is declared once, in `state.ChallengeState`.
@@ -21,7 +22,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from datarena.challenge.auth import LoginLimiter, Passwords
 from datarena.challenge.models import Phase
-from datarena.challenge.organiser import OrganiserMixin
+from datarena.challenge.organisers import OrganisersMixin
 from datarena.challenge.phases import PhasesMixin
 from datarena.challenge.spec import ChallengeSpec
 from datarena.challenge.store import make_engine, session_factory
@@ -35,7 +36,7 @@ WRITE_RETRIES = 20
 __all__ = ["Arena", "TeamRef"]
 
 
-class Arena(TeamsMixin, PhasesMixin, OrganiserMixin):
+class Arena(TeamsMixin, PhasesMixin, OrganisersMixin):
     def __init__(self, spec: ChallengeSpec):
         self.spec = spec
         self.url = spec.resolved_database_url()
@@ -48,6 +49,8 @@ class Arena(TeamsMixin, PhasesMixin, OrganiserMixin):
         self._tokens: dict[str, tuple[TeamRef, float]] = {}
         self._phase: tuple[Phase, float] | None = None
         self._cache_lock = threading.Lock()
+        self._totp_used: dict[int, int] = {}  # organiser id -> the last TOTP time step that opened a session
+        self._totp_lock = threading.Lock()
         self.tracks: dict[str, Track] = {t.id: track_class(t.kind)(self, t) for t in spec.tracks}
 
     @property

@@ -14,7 +14,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from datarena.db import utcnow
 
-__all__ = ["Base", "DatasetSubmission", "Phase", "Reveal", "Submission", "Team", "Token", "utcnow"]
+__all__ = ["AuditEntry", "Base", "DatasetSubmission", "Organiser", "OrganiserSession", "Phase", "Reveal",
+           "Submission", "Team", "Token", "utcnow"]
 
 
 class Base(DeclarativeBase):
@@ -28,7 +29,13 @@ class Team(Base):
     name_key: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)  # NFKC + casefold
     password_hash: Mapped[str] = mapped_column(String(255), nullable=False)
     validated: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    refusal: Mapped[str | None] = mapped_column(Text, nullable=True)  # why an organiser refused it (the team sees it)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)  # no login, reveal, submit or board
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+
+    @property
+    def state(self) -> str:
+        return "disabled" if self.disabled else "refused" if self.refusal else "validated" if self.validated else "pending"
 
 
 class Token(Base):
@@ -115,3 +122,39 @@ class DatasetSubmission(Base):
     verify_job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     selected: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)  # the final entry (split test set)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+
+
+class Organiser(Base):
+    """An organiser account, apart from teams (`datarena admin create-organiser`)."""
+
+    __tablename__ = "organisers"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    name_key: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    password_hash: Mapped[str] = mapped_column(String(255), nullable=False)
+    totp_secret: Mapped[str | None] = mapped_column(String(64), nullable=True)  # base32; None: no second factor
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+
+
+class OrganiserSession(Base):
+    __tablename__ = "organiser_sessions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organiser_id: Mapped[int] = mapped_column(ForeignKey("organisers.id"), nullable=False, index=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class AuditEntry(Base):
+    """One organiser action, appended and never changed: who, what, on what, why, when. `public`
+    rows (the actions that change a board) are listed on /changes."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, nullable=False, index=True)
+    actor: Mapped[str] = mapped_column(String(96), nullable=False)  # "organiser:NAME" or "cli"
+    action: Mapped[str] = mapped_column(String(48), nullable=False)
+    target: Mapped[str] = mapped_column(String(160), nullable=False)  # "team:NAME", "phase:2", "submission:7"
+    reason: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    public: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)

@@ -37,6 +37,9 @@ class ChallengeState:
     def track(self, track_id: str) -> Track:  # provided by Arena
         raise NotImplementedError
 
+    def team_action(self, name: str, action: str, actor: str = "cli", reason: str = "") -> dict:  # OrganisersMixin
+        raise NotImplementedError
+
     @staticmethod
     def require_validated(team: TeamRef) -> None:  # provided by TeamsMixin
         raise NotImplementedError

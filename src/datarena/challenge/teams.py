@@ -33,6 +33,15 @@ class TeamRef:
     validated: bool
 
 
+def barred(name: str, disabled: bool, refusal: str | None) -> None:
+    """A disabled or refused team cannot log in or use a session (it sees why)."""
+    if disabled:
+        raise Forbidden(f"team {name!r} is disabled by the organisers; it cannot log in, reveal or submit "
+                        f"until they enable it (see /changes).")
+    if refusal:
+        raise Forbidden(f"team {name!r} was refused by the organisers: {refusal}")
+
+
 class TeamsMixin(ChallengeState):
     """Team operations of the Arena (it provides Session, passwords, limiter and the token cache)."""
 
@@ -66,6 +75,7 @@ class TeamsMixin(ChallengeState):
         if not self.passwords.verify(team.password_hash if team else None, password or ""):
             self.limiter.fail(*keys)
             raise Unauthorized("wrong team name or password.")
+        barred(team.name, team.disabled, team.refusal)
         return TeamRef(team.id, team.name, team.validated)
 
     def issue_token(self, team: TeamRef) -> str:
@@ -115,12 +125,14 @@ class TeamsMixin(ChallengeState):
         now = utcnow()
         with self.Session() as s:
             row = s.execute(
-                select(Team.id, Team.name, Team.validated, Token.expires_at).join(Token, Token.team_id == Team.id)
+                select(Team.id, Team.name, Team.validated, Team.disabled, Team.refusal, Token.expires_at)
+                .join(Token, Token.team_id == Team.id)
                 .where(Token.token_sha256 == digest, Token.revoked_at.is_(None))
             ).first()
         if row is None or row.expires_at is None or row.expires_at <= now:
             why = "expired" if row is not None else "invalid or revoked"
             raise Unauthorized(f"{why} token; log in again with POST /api/token.")
+        barred(row.name, row.disabled, row.refusal)
         team = TeamRef(row.id, row.name, row.validated)
         if team.validated:  # only validated teams are cached, so a fresh validation shows at once
             left = (row.expires_at - now).total_seconds()
@@ -132,16 +144,15 @@ class TeamsMixin(ChallengeState):
         if not team.validated:
             raise Forbidden(f"team {team.name!r} is not validated yet; ask an organiser to validate it.")
 
-    def validate_team(self, name: str, validated: bool = True) -> TeamRef:
+    def validate_team(self, name: str, validated: bool = True, actor: str = "cli") -> TeamRef:
+        """Validate a team (or take its validation back: a refusal); audited (`team_action`)."""
+        if validated:
+            self.team_action(name, "validate", actor)
+        else:
+            self.team_action(name, "refuse", actor, "validation taken back by an organiser")
         with self.Session() as s:
-            team = s.scalars(select(Team).where(Team.name_key == team_name_key(name))).first()
-            if team is None:
-                raise DatarenaError(f"no team named {name!r}; `datarena admin list-teams` shows them.")
-            team.validated = validated
-            s.commit()
-            ref = TeamRef(team.id, team.name, team.validated)
-        self._tokens.clear()
-        return ref
+            team = s.scalars(select(Team).where(Team.name_key == team_name_key(name))).one()
+            return TeamRef(team.id, team.name, team.validated)
 
     def list_teams(self) -> list[dict]:
         with self.Session() as s:
@@ -150,12 +161,13 @@ class TeamsMixin(ChallengeState):
         for track in self.tracks.values():
             for team_id, n in track.submission_counts().items():
                 counts[team_id] = counts.get(team_id, 0) + n
-        return [{"name": t.name, "validated": t.validated, "created_at": t.created_at.isoformat(timespec="seconds"),
+        return [{"name": t.name, "validated": t.validated, "state": t.state, "created_at": t.created_at.isoformat(timespec="seconds"),
                  "submissions": counts.get(t.id, 0)} for t in teams]
 
     def validated_teams(self) -> list[Team]:
         with self.Session() as s:
-            return list(s.scalars(select(Team).where(Team.validated.is_(True)).order_by(Team.name)))
+            return list(s.scalars(select(Team).where(Team.validated.is_(True), Team.disabled.is_(False))
+                                  .order_by(Team.name)))
 
     def team_names(self) -> dict[int, str]:
         with self.Session() as s:

@@ -9,7 +9,16 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from datarena.cli import admin, diffuse, evaluate, generate, participant, scenes, serving  # noqa: F401 - registers commands
+from datarena.cli import (  # noqa: F401 - registers commands
+    admin,
+    diffuse,
+    evaluate,
+    generate,
+    organisers,
+    participant,
+    scenes,
+    serving,
+)
 from datarena.cli.common import app, console
 from datarena.errors import DatarenaError
 

@@ -39,9 +39,9 @@ def admin_revoke_tokens(name: str, challenge: Path = CHALLENGE, data_dir: Path =
 @admin_app.command("list-teams")
 def admin_list(challenge: Path = CHALLENGE, data_dir: Path = DATA_DIR) -> None:
     """List teams, their validation and submission counts."""
-    table = Table("team", "validated", "registered", "submissions")
+    table = Table("team", "state", "registered", "submissions")
     for t in _arena(challenge, data_dir).list_teams():
-        table.add_row(t["name"], "yes" if t["validated"] else "[yellow]no[/]", t["created_at"], str(t["submissions"]))
+        table.add_row(t["name"], t["state"], t["created_at"], str(t["submissions"]))
     console.print(table)
 
 

@@ -92,7 +92,7 @@ def metasim_train(
     target: str = typer.Option("mnist_rot90", "--target", help="Target grammar (its val digits drive training, its test digits score it)."),
     out: Path = typer.Option(None, "--out", help="Output directory (default: metasim-PRIOR-TARGET)."),
     epochs: int = typer.Option(80, help="Outer steps."),
-    loss: str = typer.Option(None, help="both, mmd (distribution only) or task (REINFORCE only); default: both (MNIST grammars), mmd (scene graphs)."),
+    loss: str = typer.Option(None, help="mmd (the distribution; the default), both (MMD + REINFORCE on the task) or task (REINFORCE only)."),
     seed: int = typer.Option(0, help="Seed."),
     features: Path = typer.Option(None, "--features", help="Feature network checkpoint for the MMD (default: seeded random conv net)."),
     evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate", help="Train task networks on prior / learned / target data and report target test accuracy."),
@@ -127,7 +127,7 @@ def metasim_train(
         console.print(f"wrote {out}/: generator.pt, curves.png, scenes.png (prior / learned / target), report.json")
         return
     try:
-        cfg = MetaSimConfig(epochs=epochs, loss=loss or "both", seed=seed)
+        cfg = MetaSimConfig(epochs=epochs, seed=seed, **({"loss": loss} if loss else {}))
     except ValueError as exc:
         raise DatarenaError(f"invalid Meta-Sim settings: {exc}") from None
     result = train_metasim(prior, target, out, cfg, features=features, force=force, evaluate=evaluate)

@@ -205,7 +205,10 @@ def create_app(arena: Arena) -> FastAPI:
         resp.delete_cookie(web.SESSION_COOKIE)
         return resp
 
+    from datarena.http import console
     from datarena.http.routes import mount_track
+
+    console.mount(app, pages, limit)
 
     for track in arena.tracks.values():
         mount_track(track, app, pages)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 CSRF_COOKIE = "datarena_csrf"
 SESSION_COOKIE = "datarena_session"
+ORGANISER_COOKIE = "datarena_organiser"  # path /organiser: team pages never carry it
 MAX_ID = 2**63 - 1  # database ids are signed 64-bit: a larger one is a client's error, not the database's
 MAX_JSON_BYTES = 64 << 10  # every JSON body the API takes is a few fields
 
@@ -178,14 +179,16 @@ def csrf_nonce(request: Request) -> str:
     return nonce if 16 <= len(nonce) <= 64 and nonce.isascii() else secrets.token_urlsafe(24)
 
 
-def csrf_token(request: Request, nonce: str | None = None) -> str:
-    return _csrf_for(request, nonce or csrf_nonce(request), request.cookies.get(SESSION_COOKIE, ""))
+def csrf_token(request: Request, nonce: str | None = None, session_cookie: str = SESSION_COOKIE) -> str:
+    return _csrf_for(request, nonce or csrf_nonce(request), request.cookies.get(session_cookie, ""))
 
 
-def check_csrf(request: Request, data) -> None:
+def check_csrf(request: Request, data, session_cookie: str = SESSION_COOKIE) -> None:
+    """The form's token must be the HMAC of this browser's nonce and its session (the team's, or the
+    organiser's for console forms)."""
     nonce = request.cookies.get(CSRF_COOKIE, "")
     sent = data.get("csrf_token", "")
-    expected = _csrf_for(request, nonce, request.cookies.get(SESSION_COOKIE, ""))
+    expected = _csrf_for(request, nonce, request.cookies.get(session_cookie, ""))
     if not nonce or not isinstance(sent, str) or not sent or not same(expected, sent):
         raise Forbidden("the form's CSRF token is missing or stale; reload the page and submit again.")
 
@@ -205,11 +208,13 @@ class Pages:
         except RefusedError:
             return None
 
-    def render(self, request: Request, template: str, ctx: dict, status: int = 200) -> HTMLResponse:
+    def render(self, request: Request, template: str, ctx: dict, status: int = 200,
+               session_cookie: str = SESSION_COOKIE) -> HTMLResponse:
         nonce = csrf_nonce(request)
+        team = self.optional_team(request) if session_cookie == SESSION_COOKIE else None
         resp = TEMPLATES.TemplateResponse(
             request, template,
-            {"csrf_token": csrf_token(request, nonce), "team": self.optional_team(request),
+            {"csrf_token": csrf_token(request, nonce, session_cookie), "team": team,
              "title": self.arena.spec.title, "tracks": self.arena.track_links(), **ctx},
             status_code=status,
         )

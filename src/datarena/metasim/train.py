@@ -24,6 +24,7 @@ import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -53,7 +54,13 @@ from datarena.seeding import seeded_by
 
 
 class MetaSimConfig(TrainerConfig):
-    """The MNIST pairs' settings (the loop's own: `trainer.TrainerConfig`)."""
+    """The MNIST pairs' settings (the loop's own: `trainer.TrainerConfig`).
+
+    Default (measured, docs/benchmarks.md): the MMD gradient, after 4 restarts of the rotation
+    (0/90/180/270 deg) chosen by a task score; the REINFORCE term (`loss="both"`) costs 4x the time
+    and, once the restart picks the right basin, adds nothing measurable."""
+
+    loss: Literal["both", "mmd", "task"] = "mmd"
 
     mmd_batch: int = Field(256, ge=8)
     mmd_warmup: float = Field(0.25, ge=0, le=1, description="fraction of epochs over which the MMD weight ramps up from 0")

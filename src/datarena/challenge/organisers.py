@@ -1,0 +1,222 @@
+"""Organisers: accounts apart from teams, their sessions, the actions on teams, the results export,
+verification of dataset submissions, and the audit log.
+
+Every organiser action goes through one function here, whichever edge calls it (the admin CLI as
+actor "cli", the console as "organiser:NAME"), and appends one `AuditEntry` in the same
+transaction as the change it records. Actions that change what participants see on a board are
+`public` and listed on /changes with their reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from datarena.challenge.auth import (
+    new_token,
+    team_name_key,
+    token_digest,
+    validate_password,
+    validate_team_name,
+)
+from datarena.challenge.models import (
+    AuditEntry,
+    DatasetSubmission,
+    Organiser,
+    OrganiserSession,
+    Team,
+)
+from datarena.challenge.state import ChallengeState
+from datarena.db import utcnow
+from datarena.errors import Conflict, Invalid, NotFound, Unauthorized
+
+ORGANISER_SESSION_HOURS = 12
+MAX_REASON = 500
+TEAM_ACTIONS = ("validate", "refuse", "disable", "enable")
+PUBLIC_ACTIONS = {"disable", "enable", "disqualify", "restore", "rescore", "open_phase", "close_phase",
+                  "reveal_secret"}  # the actions that change a board or what a phase means
+AUDIT_COLUMNS = ["id", "at", "actor", "action", "target", "reason", "public"]
+EXPORT_COLUMNS = ["phase", "commitment", "secret", "track", "team", "item", "attempt", "score",
+                  "worst_group_accuracy", "detail", "sha256", "submitted_at"]
+
+
+@dataclass(frozen=True)
+class OrganiserRef:
+    id: int
+    name: str
+
+    @property
+    def actor(self) -> str:
+        return f"organiser:{self.name}"
+
+
+def clean_reason(reason: str | None, required: bool, action: str) -> str:
+    reason = (reason or "").strip()
+    if required and not reason:
+        raise Invalid(f"say why ({action}): the reason is shown to the team and in the audit log.")
+    if len(reason) > MAX_REASON:
+        raise Invalid(f"the reason is longer than {MAX_REASON} characters; shorten it.")
+    return reason
+
+
+def record(s: Session, actor: str, action: str, target: str, reason: str = "") -> None:
+    """Append one audit row inside the caller's transaction (it commits with the change)."""
+    s.add(AuditEntry(at=utcnow(), actor=actor, action=action, target=target, reason=reason,
+                     public=action in PUBLIC_ACTIONS))
+
+
+class OrganisersMixin(ChallengeState):
+    _totp_used: dict[int, int]
+    _totp_lock: threading.Lock
+
+    # ---------------------------------------------------------------- accounts and sessions
+
+    def create_organiser(self, name: str, password: str, totp: bool = False) -> str | None:
+        """A new organiser account; with `totp`, returns the provisioning URI of its second factor."""
+        import pyotp
+
+        name = validate_team_name(name)
+        validate_password(password)
+        secret = pyotp.random_base32() if totp else None
+        with self.Session() as s:
+            s.add(Organiser(name=name, name_key=team_name_key(name), password_hash=self.passwords.hash(password),
+                            totp_secret=secret))
+            record(s, "cli", "create_organiser", f"organiser:{name}", "with TOTP" if totp else "")
+            try:
+                s.commit()
+            except IntegrityError:
+                raise Conflict(f"an organiser named {name!r} exists; choose another name.") from None
+        if secret is None:
+            return None
+        return pyotp.TOTP(secret).provisioning_uri(name=name, issuer_name=f"datarena {self.spec.title}")
+
+    def organiser_login(self, name: str, password: str, code: str = "", client: str = "?") -> str:
+        """A new organiser session token (rate-limited like team logins, per name and address)."""
+        import pyotp
+
+        key = team_name_key(name if isinstance(name, str) else "")[:64]
+        keys = (f"{key}:organiser", f"{client}:address")
+        self.limiter.check(*keys)
+        with self.Session() as s:
+            org = s.scalars(select(Organiser).where(Organiser.name_key == key)).first()
+        ok = self.passwords.verify(org.password_hash if org else None, password if isinstance(password, str) else "")
+        if ok and org.totp_secret:
+            code = (code or "").strip().replace(" ", "")
+            now = int(time.time())
+            totp = pyotp.TOTP(org.totp_secret)
+            step = next((now // 30 + d for d in (-1, 0, 1) if totp.at((now // 30 + d) * 30) == code), None)
+            with self._totp_lock:  # a code opens one session: a replayed code is refused
+                ok = step is not None and step > self._totp_used.get(org.id, -1)
+                if ok:
+                    self._totp_used[org.id] = step
+        if not ok:
+            self.limiter.fail(*keys)
+            raise Unauthorized("wrong organiser name, password or one-time code.")
+        token, now = new_token(), utcnow()
+        with self.Session() as s:
+            s.add(OrganiserSession(organiser_id=org.id, token_sha256=token_digest(token), created_at=now,
+                                   expires_at=now + timedelta(hours=ORGANISER_SESSION_HOURS)))
+            s.commit()
+        return token
+
+    def organiser_for_session(self, token: str | None) -> OrganiserRef:
+        if not token or not isinstance(token, str) or len(token) > 256:
+            raise Unauthorized("log in as an organiser at /organiser/login.")
+        with self.Session() as s:
+            row = s.execute(
+                select(Organiser.id, Organiser.name, OrganiserSession.expires_at)
+                .join(OrganiserSession, OrganiserSession.organiser_id == Organiser.id)
+                .where(OrganiserSession.token_sha256 == token_digest(token), OrganiserSession.revoked_at.is_(None))
+            ).first()
+        if row is None or row.expires_at <= utcnow():
+            raise Unauthorized("the organiser session ended; log in again at /organiser/login.")
+        return OrganiserRef(row.id, row.name)
+
+    def organiser_logout(self, token: str | None) -> None:
+        if token:
+            with self.Session() as s:
+                s.execute(update(OrganiserSession).where(OrganiserSession.token_sha256 == token_digest(token))
+                          .values(revoked_at=utcnow()))
+                s.commit()
+
+    # ---------------------------------------------------------------- teams
+
+    def team_action(self, name: str, action: str, actor: str = "cli", reason: str = "") -> dict:
+        """validate / refuse (reason required, the team sees it) / disable (reason required; no login,
+        reveal, submission or board place until enabled) / enable; audited."""
+        if action not in TEAM_ACTIONS:
+            raise Invalid(f"unknown team action {action!r}; actions are {', '.join(TEAM_ACTIONS)}.")
+        reason = clean_reason(reason, action in ("refuse", "disable"), action)
+        with self.Session() as s:
+            team = s.scalars(select(Team).where(Team.name_key == team_name_key(name))).first()
+            if team is None:
+                raise NotFound(f"no team named {name!r}; `datarena admin list-teams` shows them.")
+            if action == "validate":
+                team.validated, team.refusal = True, None
+            elif action == "refuse":
+                team.validated, team.refusal = False, reason
+            elif action == "disable":
+                team.disabled = True
+            else:
+                team.disabled = False
+            record(s, actor, action, f"team:{team.name}", reason)
+            s.commit()
+            out = {"name": team.name, "state": team.state}
+        self._tokens.clear()  # a cached session of this team must not outlive the change
+        return out
+
+    def teams_table(self, query: str = "", state: str = "") -> list[dict]:
+        """Teams for the console: name contains `query` (folded), in `state` when given."""
+        with self.Session() as s:
+            teams = list(s.scalars(select(Team).order_by(Team.created_at)))
+        key = team_name_key(query)
+        return [{"id": t.id, "name": t.name, "state": t.state, "refusal": t.refusal or "",
+                 "created_at": t.created_at.isoformat(timespec="seconds")}
+                for t in teams if key in t.name_key and (not state or t.state == state)]
+
+    # ---------------------------------------------------------------- results and verification
+
+    def export_results(self) -> str:
+        """CSV of every submission of every track and phase (a phase's secret once revealed, never its seed)."""
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=EXPORT_COLUMNS)
+        w.writeheader()
+        for track in self.tracks.values():
+            for row in track.export_rows():
+                w.writerow(row)
+        return buf.getvalue()
+
+    def verify_submission(self, submission_id: int):
+        """Queue the re-run (and regeneration) of a dataset submission; returns the job."""
+        with self.Session() as s:
+            sub = s.get(DatasetSubmission, submission_id)
+        if sub is None:
+            raise NotFound(f"no dataset submission {submission_id}; the track page lists them.")
+        return self.track(sub.track_id).verify(submission_id)
+
+    # ---------------------------------------------------------------- the audit log
+
+    def audit_entries(self, public_only: bool = False, limit: int = 1000) -> list[dict]:
+        with self.Session() as s:
+            q = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
+            if public_only:
+                q = q.where(AuditEntry.public.is_(True))
+            rows = list(s.scalars(q))
+        return [{"id": r.id, "at": r.at.isoformat(timespec="seconds") + "Z", "actor": r.actor, "action": r.action,
+                 "target": r.target, "reason": r.reason, "public": r.public} for r in rows]
+
+    def audit_csv(self) -> str:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=AUDIT_COLUMNS)
+        w.writeheader()
+        for row in reversed(self.audit_entries(limit=1_000_000)):
+            w.writerow(row)
+        return buf.getvalue()

@@ -1,0 +1,143 @@
+"""The organiser console (/organiser/...) and the public record of board changes (/changes).
+
+Server-rendered pages that work without JavaScript. Every route under /organiser except the login
+form needs an organiser session (its own cookie, path /organiser; no team token or team session
+reaches it); every form carries a CSRF token bound to that session. Each action calls the same
+`challenge.organisers` function the admin CLI calls, with the organiser as actor.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from datarena.challenge.organisers import TEAM_ACTIONS, OrganiserRef
+from datarena.db import utcnow
+from datarena.errors import NotFound, Unauthorized
+from datarena.http import web
+
+PREFIX = "/organiser"
+TEAM_STATES = ("pending", "validated", "refused", "disabled")
+
+
+def mount(app: FastAPI, pages: web.Pages, limit: int) -> None:
+    arena = pages.arena
+
+    def organiser(request: Request) -> OrganiserRef:
+        return arena.organiser_for_session(request.cookies.get(web.ORGANISER_COOKIE))
+
+    def page(request: Request, template: str, ctx: dict, status: int = 200) -> HTMLResponse:
+        return pages.render(request, template, {"organiser": ctx.pop("organiser", None), **ctx}, status,
+                            session_cookie=web.ORGANISER_COOKIE)
+
+    def login_redirect() -> RedirectResponse:
+        return RedirectResponse(f"{PREFIX}/login", status_code=303)
+
+    async def action_form(request: Request) -> tuple[OrganiserRef, dict]:
+        who = await run_in_threadpool(organiser, request)
+        data = await web.form(request, limit)
+        web.check_csrf(request, data, web.ORGANISER_COOKIE)
+        return who, data
+
+    # ---------------------------------------------------------------- session
+
+    @app.get(f"{PREFIX}/login", response_class=HTMLResponse, include_in_schema=False)
+    def console_login(request: Request):
+        return page(request, "console_login.html", {})
+
+    @app.post(f"{PREFIX}/login", include_in_schema=False)
+    async def console_login_post(request: Request):
+        data = await web.form(request, limit)
+        web.check_csrf(request, data, web.ORGANISER_COOKIE)
+        token = await run_in_threadpool(
+            arena.organiser_login, web.text_field(data, "name"), web.text_field(data, "password"),
+            web.text_field(data, "code", 16), web.client_address(request))
+        resp = RedirectResponse(PREFIX, status_code=303)
+        resp.set_cookie(web.ORGANISER_COOKIE, token, path=PREFIX, httponly=True, samesite="strict")
+        return resp
+
+    @app.post(f"{PREFIX}/logout", include_in_schema=False)
+    async def console_logout(request: Request):
+        await action_form(request)
+        await run_in_threadpool(arena.organiser_logout, request.cookies.get(web.ORGANISER_COOKIE))
+        resp = RedirectResponse(f"{PREFIX}/login", status_code=303)
+        resp.delete_cookie(web.ORGANISER_COOKIE, path=PREFIX)
+        return resp
+
+    # ---------------------------------------------------------------- pages
+
+    @app.get(PREFIX, response_class=HTMLResponse, include_in_schema=False)
+    def console_overview(request: Request):
+        try:
+            who = organiser(request)
+        except Unauthorized:
+            return login_redirect()
+        try:
+            phase = arena.phase_json(arena.current_phase())
+        except NotFound:
+            phase = None
+        since = utcnow() - timedelta(hours=1)
+        jobs = arena.jobs.list(limit=200)
+        queue = {"queued": sum(j.state == "queued" for j in jobs), "running": sum(j.state == "running" for j in jobs),
+                 "failed": sum(j.state == "failed" and (j.finished_at or j.created_at) >= since for j in jobs)}
+        recent = sorted((row for t in arena.tracks.values() for row in t.export_rows()),
+                        key=lambda r: r.get("submitted_at") or "", reverse=True)[:10]
+        return page(request, "console_overview.html", {
+            "organiser": who, "phase": phase, "pending": arena.teams_table(state="pending"), "queue": queue,
+            "recent": recent, "heading": "Overview"})
+
+    @app.get(f"{PREFIX}/teams", response_class=HTMLResponse, include_in_schema=False)
+    def console_teams(request: Request, q: str = Query("", max_length=64), state: str = Query("", max_length=16)):
+        try:
+            who = organiser(request)
+        except Unauthorized:
+            return login_redirect()
+        if state and state not in TEAM_STATES:
+            state = ""
+        return page(request, "console_teams.html", {
+            "organiser": who, "teams": arena.teams_table(q, state), "q": q, "state": state, "states": TEAM_STATES,
+            "heading": "Teams"})
+
+    @app.post(f"{PREFIX}/teams/{{name}}/{{action}}", include_in_schema=False)
+    async def console_team_action(request: Request, name: str, action: str):
+        who, data = await action_form(request)
+        if action not in TEAM_ACTIONS:
+            raise NotFound(f"no team action {action!r}; actions are {', '.join(TEAM_ACTIONS)}.")
+        await run_in_threadpool(arena.team_action, name[:64], action, who.actor, web.text_field(data, "reason", 600))
+        return RedirectResponse(f"{PREFIX}/teams", status_code=303)
+
+    @app.get(f"{PREFIX}/audit", response_class=HTMLResponse, include_in_schema=False)
+    def console_audit(request: Request):
+        try:
+            who = organiser(request)
+        except Unauthorized:
+            return login_redirect()
+        return page(request, "console_audit.html", {"organiser": who, "rows": arena.audit_entries(),
+                                                    "heading": "Audit log"})
+
+    @app.get(f"{PREFIX}/export/audit.csv", include_in_schema=False)
+    def console_export_audit(request: Request):
+        organiser(request)
+        return Response(arena.audit_csv(), media_type="text/csv",
+                        headers={"Content-Disposition": 'attachment; filename="audit.csv"'})
+
+    @app.get(f"{PREFIX}/export/results.csv", include_in_schema=False)
+    def console_export_results(request: Request):
+        organiser(request)
+        return Response(arena.export_results(), media_type="text/csv",
+                        headers={"Content-Disposition": 'attachment; filename="results.csv"'})
+
+    # ---------------------------------------------------------------- public
+
+    @app.get("/api/changes")
+    def api_changes():
+        """Every organiser action that changed a board or a phase: when, what, on what, why."""
+        return JSONResponse([{k: r[k] for k in ("at", "action", "target", "reason")}
+                             for r in arena.audit_entries(public_only=True)])
+
+    @app.get("/changes", response_class=HTMLResponse, include_in_schema=False)
+    def page_changes(request: Request):
+        return pages.render(request, "changes.html", {"rows": arena.audit_entries(public_only=True)})
