@@ -14,7 +14,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from datarena.db import utcnow
 
-__all__ = ["AuditEntry", "Base", "DatasetSubmission", "Organiser", "OrganiserSession", "Phase", "Reveal",
+__all__ = ["QuotaGrant", "AuditEntry", "Base", "DatasetSubmission", "Organiser", "OrganiserSession", "Phase", "Reveal",
            "Submission", "Team", "Token", "utcnow"]
 
 
@@ -121,6 +121,7 @@ class DatasetSubmission(Base):
     code_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     verify_job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     selected: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)  # the final entry (split test set)
+    disqualified: Mapped[str | None] = mapped_column(Text, nullable=True)  # the public reason; None: counts
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
 
 
@@ -158,3 +159,15 @@ class AuditEntry(Base):
     target: Mapped[str] = mapped_column(String(160), nullable=False)  # "team:NAME", "phase:2", "submission:7"
     reason: Mapped[str] = mapped_column(Text, nullable=False, default="")
     public: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+
+
+class QuotaGrant(Base):
+    """Extra dataset submissions an organiser granted a team on a track (audited)."""
+
+    __tablename__ = "quota_grants"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"), nullable=False, index=True)
+    track_id: Mapped[str] = mapped_column(String(32), nullable=False)
+    phase_id: Mapped[int] = mapped_column(ForeignKey("phases.id"), nullable=False)
+    extra: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, nullable=False)

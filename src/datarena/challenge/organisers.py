@@ -32,6 +32,8 @@ from datarena.challenge.models import (
     DatasetSubmission,
     Organiser,
     OrganiserSession,
+    Phase,
+    QuotaGrant,
     Team,
 )
 from datarena.challenge.state import ChallengeState
@@ -42,7 +44,7 @@ ORGANISER_SESSION_HOURS = 12
 MAX_REASON = 500
 TEAM_ACTIONS = ("validate", "refuse", "disable", "enable")
 PUBLIC_ACTIONS = {"disable", "enable", "disqualify", "restore", "rescore", "open_phase", "close_phase",
-                  "reveal_secret"}  # the actions that change a board or what a phase means
+                  "reveal_secret"}  # "grant" stays between the organisers and the team  # the actions that change a board or what a phase means
 AUDIT_COLUMNS = ["id", "at", "actor", "action", "target", "reason", "public"]
 EXPORT_COLUMNS = ["phase", "commitment", "secret", "track", "team", "item", "attempt", "score",
                   "worst_group_accuracy", "detail", "sha256", "submitted_at"]
@@ -181,6 +183,114 @@ class OrganisersMixin(ChallengeState):
         return [{"id": t.id, "name": t.name, "state": t.state, "refusal": t.refusal or "",
                  "created_at": t.created_at.isoformat(timespec="seconds")}
                 for t in teams if key in t.name_key and (not state or t.state == state)]
+
+    # ---------------------------------------------------------------- phases
+
+    def open_next_phase(self, seed: int, name: str | None = None, actor: str = "cli", progress: bool = False) -> Phase:
+        """Generate the next phase's data from its secret and open it (the current one closes); audited."""
+        if not isinstance(seed, int) or not 0 <= seed < 2**63:
+            raise Invalid("the seed must be a whole number between 0 and 2^63 - 1.")
+        phase = self.open_phase(seed, name or None, progress=progress)
+        with self.Session() as s:
+            record(s, actor, "open_phase", f"phase:{phase.id}", f"{phase.name}; commitment {phase.commitment}")
+            s.commit()
+        return phase
+
+    def close_phase_now(self, actor: str = "cli", reason: str = "") -> Phase:
+        """End the current phase now: no more reveals or submissions; its final boards show; audited."""
+        reason = clean_reason(reason, False, "close")
+        with self.Session() as s:
+            phase = self.current_phase(s)
+            phase = s.get(Phase, phase.id)
+            if phase.ends_at is not None and phase.ends_at <= utcnow():
+                raise Conflict(f"{phase.name} is already closed (at {phase.ends_at:%Y-%m-%d %H:%M} UTC).")
+            phase.ends_at = utcnow()
+            record(s, actor, "close_phase", f"phase:{phase.id}", reason or f"{phase.name} closed early")
+            s.commit()
+            s.refresh(phase)
+        self._phase = None
+        return phase
+
+    def reveal_secret(self, phase_id: int, actor: str = "cli") -> Phase:
+        """Publish a closed phase's secret so anyone can verify its data; audited."""
+        phase = self.reveal_phase_secret(phase_id)
+        with self.Session() as s:
+            record(s, actor, "reveal_secret", f"phase:{phase.id}", f"{phase.name}: secret {phase.revealed_secret}")
+            s.commit()
+        return phase
+
+    # ---------------------------------------------------------------- submissions and quotas
+
+    def _dataset_track(self, track_id: str):
+        track = self.track(track_id)
+        if track.kind != "dataset":
+            raise Invalid(f"track {track_id} is a {track.kind} track; submission actions apply to dataset tracks.")
+        return track
+
+    def submission_action(self, track_id: str, sub_id: int, action: str, actor: str = "cli", reason: str = "") -> dict:
+        """disqualify (a public reason the board shows) / restore / rescore (a new scoring job); audited."""
+        track = self._dataset_track(track_id)
+        if action not in ("disqualify", "restore", "rescore"):
+            raise Invalid(f"unknown submission action {action!r}; actions are disqualify, restore, rescore.")
+        reason = clean_reason(reason, action == "disqualify", action)
+        if action == "rescore":
+            [(sub, job)] = track.rescore([sub_id])
+            with self.Session() as s:
+                record(s, actor, "rescore", f"submission:{sub_id}", reason or f"job {job}")
+                s.commit()
+            return {"submission": sub, "job": job}
+        with self.Session() as s:
+            sub = track.set_disqualified(s, sub_id, reason if action == "disqualify" else None)
+            record(s, actor, action, f"submission:{sub_id} ({track_id})", reason)
+            s.commit()
+            return {"submission": sub.id, "disqualified": sub.disqualified}
+
+    def rescore_track(self, track_id: str, actor: str = "cli", reason: str = "") -> list[tuple[int, int]]:
+        """Every submission of the current phase scored again as jobs (after a budget change, say)."""
+        pairs = self._dataset_track(track_id).rescore(None)
+        with self.Session() as s:
+            record(s, actor, "rescore", f"track:{track_id}", clean_reason(reason, False, "rescore")
+                   or f"{len(pairs)} submission(s) queued again")
+            s.commit()
+        return pairs
+
+    def grant_submissions(self, name: str, track_id: str, extra: int, actor: str = "cli", reason: str = "") -> int:
+        """Give a team `extra` more dataset submissions on a track in the current phase; returns its allowance."""
+        track = self._dataset_track(track_id)
+        if not isinstance(extra, int) or not 1 <= extra <= 100:
+            raise Invalid("grant between 1 and 100 extra submissions.")
+        reason = clean_reason(reason, True, "grant")
+        with self.Session() as s:
+            team = s.scalars(select(Team).where(Team.name_key == team_name_key(name))).first()
+            if team is None:
+                raise NotFound(f"no team named {name!r}; `datarena admin list-teams` shows them.")
+            phase = self.current_phase(s)
+            s.add(QuotaGrant(team_id=team.id, track_id=track_id, phase_id=phase.id, extra=extra))
+            record(s, actor, "grant", f"team:{team.name} ({track_id})", f"+{extra}: {reason}")
+            s.commit()
+            return track.allowed(s, team.id, phase.id)
+
+    # ---------------------------------------------------------------- jobs
+
+    def job_action(self, job_id: int, action: str, actor: str = "cli") -> dict:
+        """cancel (a queued job never runs; a running one stops at its next heartbeat) / retry (a failed
+        or cancelled job runs again); audited."""
+        from datarena.jobs.store import JobError
+
+        if action not in ("cancel", "retry"):
+            raise Invalid(f"unknown job action {action!r}; actions are cancel, retry.")
+        try:
+            self.jobs.get(job_id)
+        except JobError as exc:
+            raise NotFound(str(exc)) from None
+        try:
+            job = self.jobs.cancel(job_id) if action == "cancel" else self.jobs.retry(job_id)
+        except JobError as exc:
+            raise Conflict(str(exc)) from None
+        with self.Session() as s:
+            record(s, actor, f"{action}_job", f"job:{job_id} ({job.kind})")
+            s.commit()
+        return {"job": job_id, "state": job.state}
 
     # ---------------------------------------------------------------- results and verification
 

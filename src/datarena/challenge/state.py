@@ -40,6 +40,15 @@ class ChallengeState:
     def team_action(self, name: str, action: str, actor: str = "cli", reason: str = "") -> dict:  # OrganisersMixin
         raise NotImplementedError
 
+    def current_phase(self, s=None):  # provided by PhasesMixin
+        raise NotImplementedError
+
+    def open_phase(self, seed: int, name: str | None = None, start=None, end=None, progress: bool = True):  # PhasesMixin
+        raise NotImplementedError
+
+    def reveal_phase_secret(self, phase_id: int):  # PhasesMixin
+        raise NotImplementedError
+
     @staticmethod
     def require_validated(team: TeamRef) -> None:  # provided by TeamsMixin
         raise NotImplementedError

@@ -63,7 +63,7 @@ def admin_new_phase(seed: int = typer.Option(..., "--seed", help="Seed of the re
                     challenge: Path = CHALLENGE, data_dir: Path = DATA_DIR) -> None:
     """Regenerate every exercise with a new seed and open a new phase (old results are kept)."""
     arena = _arena(challenge, data_dir)
-    phase = arena.open_phase(seed, name)
+    phase = arena.open_next_phase(seed, name, "cli", progress=True)
     console.print(f"opened {phase.name}; commitment {phase.commitment}; data in {phase.data_dir}")
 
 
@@ -71,7 +71,7 @@ def admin_new_phase(seed: int = typer.Option(..., "--seed", help="Seed of the re
 def admin_reveal_seed(phase: int = typer.Argument(..., help="Phase id (see GET /api/phases)."),
                       challenge: Path = CHALLENGE, data_dir: Path = DATA_DIR) -> None:
     """Publish a closed phase's secret (API, page, export) so anyone can verify its data."""
-    p = _arena(challenge, data_dir).reveal_phase_secret(phase)
+    p = _arena(challenge, data_dir).reveal_secret(phase, "cli")
     console.print(f"{p.name}: secret {p.revealed_secret} (commitment {p.commitment}) is now public.\n"
                   f"Anyone can check the phase: datarena verify-phase SERVER_URL --phase {p.id}")
 

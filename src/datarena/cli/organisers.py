@@ -66,3 +66,46 @@ def audit(public: bool = typer.Option(False, "--public", help="Only the actions 
     for r in arena.audit_entries(public_only=public):
         table.add_row(str(r["id"]), r["at"], r["actor"], r["action"], r["target"], r["reason"], "yes" if r["public"] else "")
     console.print(table)
+
+
+@admin_app.command("close-phase")
+def close_phase(reason: str = typer.Option("", "--reason", help="Shown on /changes."),
+                challenge: Path = CHALLENGE, data_dir: Path = DATA_DIR) -> None:
+    """End the current phase now (no more reveals or submissions; final boards show)."""
+    phase = _arena(challenge, data_dir).close_phase_now("cli", reason)
+    console.print(f"{phase.name} closed at {phase.ends_at:%Y-%m-%d %H:%M:%S} UTC")
+
+
+def _submission(action: str):
+    def command(track: str = typer.Argument(..., help="Dataset track id."),
+                submission: int = typer.Argument(..., help="Submission id (the track page, export-results)."),
+                reason: str = typer.Option("", "--reason", help="Public reason (required to disqualify)."),
+                challenge: Path = CHALLENGE, data_dir: Path = DATA_DIR) -> None:
+        out = _arena(challenge, data_dir).submission_action(track, submission, action, "cli", reason)
+        console.print(f"submission {submission} on {track}: {action} done {out}")
+
+    command.__doc__ = {"disqualify": "Disqualify a dataset submission; the board shows the reason.",
+                       "restore": "Restore a disqualified dataset submission.",
+                       "rescore": "Score a dataset submission again as a new job."}[action]
+    return command
+
+
+for _action in ("disqualify", "restore", "rescore"):
+    admin_app.command(_action)(_submission(_action))
+
+
+@admin_app.command("rescore-track")
+def rescore_track(track: str, reason: str = typer.Option("", "--reason", help="Shown on /changes."),
+                  challenge: Path = CHALLENGE, data_dir: Path = DATA_DIR) -> None:
+    """Score every submission of the current phase on a dataset track again, as jobs."""
+    pairs = _arena(challenge, data_dir).rescore_track(track, "cli", reason)
+    console.print(f"{len(pairs)} scoring job(s) queued: " + ", ".join(f"submission {s} -> job {j}" for s, j in pairs))
+
+
+@admin_app.command("grant")
+def grant(team: str, track: str, extra: int = typer.Option(1, "--extra", help="How many more submissions."),
+          reason: str = typer.Option(..., "--reason", help="Why (audited)."),
+          challenge: Path = CHALLENGE, data_dir: Path = DATA_DIR) -> None:
+    """Give a team extra dataset submissions on a track in the current phase."""
+    n = _arena(challenge, data_dir).grant_submissions(team, track, extra, "cli", reason)
+    console.print(f"team {team} may now make {n} submission(s) on {track} in this phase")

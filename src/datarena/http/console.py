@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from datarena.challenge.organisers import TEAM_ACTIONS, OrganiserRef
 from datarena.db import utcnow
-from datarena.errors import NotFound, Unauthorized
+from datarena.errors import Invalid, NotFound, Unauthorized
 from datarena.http import web
 
 PREFIX = "/organiser"
@@ -108,6 +108,88 @@ def mount(app: FastAPI, pages: web.Pages, limit: int) -> None:
             raise NotFound(f"no team action {action!r}; actions are {', '.join(TEAM_ACTIONS)}.")
         await run_in_threadpool(arena.team_action, name[:64], action, who.actor, web.text_field(data, "reason", 600))
         return RedirectResponse(f"{PREFIX}/teams", status_code=303)
+
+    @app.get(f"{PREFIX}/phases", response_class=HTMLResponse, include_in_schema=False)
+    def console_phases(request: Request):
+        try:
+            who = organiser(request)
+        except Unauthorized:
+            return login_redirect()
+        rows = [{**arena.phase_json(ph), "number": ph.number, "closed": arena.phase_closed(ph)} for ph in arena.phases()]
+        return page(request, "console_phases.html", {"organiser": who, "phases": rows, "heading": "Phases"})
+
+    @app.post(f"{PREFIX}/phases/open", include_in_schema=False)
+    async def console_open_phase(request: Request):
+        who, data = await action_form(request)
+        raw = web.text_field(data, "seed", 20).strip()
+        if not raw.isdigit():
+            raise Invalid("the seed must be a whole number (e.g. 2027); it stays secret until you reveal the phase.")
+        await run_in_threadpool(arena.open_next_phase, int(raw), web.text_field(data, "name", 120).strip(), who.actor)
+        return RedirectResponse(f"{PREFIX}/phases", status_code=303)
+
+    @app.post(f"{PREFIX}/phases/close", include_in_schema=False)
+    async def console_close_phase(request: Request):
+        who, data = await action_form(request)
+        await run_in_threadpool(arena.close_phase_now, who.actor, web.text_field(data, "reason", 600))
+        return RedirectResponse(f"{PREFIX}/phases", status_code=303)
+
+    @app.post(f"{PREFIX}/phases/{{phase_id}}/reveal", include_in_schema=False)
+    async def console_reveal(request: Request, phase_id: web.DbId):
+        who, _ = await action_form(request)
+        await run_in_threadpool(arena.reveal_secret, phase_id, who.actor)
+        return RedirectResponse(f"{PREFIX}/phases", status_code=303)
+
+    @app.get(f"{PREFIX}/tracks/{{track_id}}/submissions", response_class=HTMLResponse, include_in_schema=False)
+    def console_submissions(request: Request, track_id: str, team: str = Query("", max_length=64),
+                            state: str = Query("", max_length=16)):
+        try:
+            who = organiser(request)
+        except Unauthorized:
+            return login_redirect()
+        track = arena._dataset_track(track_id[:32])
+        return page(request, "console_submissions.html", {
+            "organiser": who, "track": track.info(), "rows": track.submissions_table(team, state), "team_q": team,
+            "state": state, "states": ("queued", "running", "finished", "failed", "cancelled", "disqualified"),
+            "heading": f"Submissions: {track.id}"})
+
+    @app.post(f"{PREFIX}/tracks/{{track_id}}/submissions/{{sub_id}}/{{action}}", include_in_schema=False)
+    async def console_submission_action(request: Request, track_id: str, sub_id: web.DbId, action: str):
+        who, data = await action_form(request)
+        await run_in_threadpool(arena.submission_action, track_id[:32], sub_id, action[:16], who.actor,
+                                web.text_field(data, "reason", 600))
+        return RedirectResponse(f"{PREFIX}/tracks/{track_id}/submissions", status_code=303)
+
+    @app.post(f"{PREFIX}/tracks/{{track_id}}/rescore", include_in_schema=False)
+    async def console_rescore_track(request: Request, track_id: str):
+        who, data = await action_form(request)
+        await run_in_threadpool(arena.rescore_track, track_id[:32], who.actor, web.text_field(data, "reason", 600))
+        return RedirectResponse(f"{PREFIX}/jobs", status_code=303)
+
+    @app.post(f"{PREFIX}/tracks/{{track_id}}/grant", include_in_schema=False)
+    async def console_grant(request: Request, track_id: str):
+        who, data = await action_form(request)
+        raw = web.text_field(data, "extra", 4).strip() or "1"
+        if not raw.isdigit():
+            raise Invalid("extra submissions must be a whole number from 1 to 100.")
+        await run_in_threadpool(arena.grant_submissions, web.text_field(data, "team", 64), track_id[:32], int(raw),
+                                who.actor, web.text_field(data, "reason", 600))
+        return RedirectResponse(f"{PREFIX}/tracks/{track_id}/submissions", status_code=303)
+
+    @app.get(f"{PREFIX}/jobs", response_class=HTMLResponse, include_in_schema=False)
+    def console_jobs(request: Request, state: str = Query("", max_length=16)):
+        try:
+            who = organiser(request)
+        except Unauthorized:
+            return login_redirect()
+        jobs = [j.as_json() for j in arena.jobs.list(state or None, limit=100)]
+        return page(request, "console_jobs.html", {"organiser": who, "jobs": jobs, "state": state,
+                                                   "mode": arena.jobs.mode, "heading": "Jobs"})
+
+    @app.post(f"{PREFIX}/jobs/{{job_id}}/{{action}}", include_in_schema=False)
+    async def console_job_action(request: Request, job_id: web.DbId, action: str):
+        who, _ = await action_form(request)
+        await run_in_threadpool(arena.job_action, job_id, action[:16], who.actor)
+        return RedirectResponse(f"{PREFIX}/jobs", status_code=303)
 
     @app.get(f"{PREFIX}/audit", response_class=HTMLResponse, include_in_schema=False)
     def console_audit(request: Request):

@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import Boolean, DateTime, Float, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from datarena import errors
 from datarena.db import utcnow
 
 QUEUED, RUNNING, FINISHED, FAILED, CANCELLED = "queued", "running", "finished", "failed", "cancelled"
@@ -72,3 +73,24 @@ class Job(JobBase):
 
 def _iso(t: datetime | None) -> str | None:
     return t.isoformat(timespec="seconds") + "Z" if t else None
+
+
+# Failures that are the platform's doing, not the input's: a submission whose job ended so gives its
+# slot back. A job function that rejects its input raises a `datarena.errors` error, recorded as
+# "<ClassName>: message"; anything else (worker lost, time limit, broker or storage errors,
+# cancellation by an organiser) is the platform's.
+PLATFORM_PREFIXES = ("worker lost", "exceeded the time limit", "unknown job kind", "cancelled")
+
+
+def platform_fault(state: str, error: str | None) -> str | None:
+    """Why a finished job's failure is the platform's (its submission's slot comes back), or None."""
+    if state == CANCELLED:
+        return error or "cancelled by an organiser"
+    if state != FAILED:
+        return None
+    error = error or "failed without a reason"
+    if error.startswith(PLATFORM_PREFIXES):
+        return error
+    kind = error.split(":", 1)[0].strip()
+    rejected = isinstance(getattr(errors, kind, None), type) and issubclass(getattr(errors, kind), errors.DatarenaError)
+    return None if rejected else error

@@ -28,7 +28,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from datarena.challenge.models import DatasetSubmission, Phase, Team
+from datarena.challenge.models import DatasetSubmission, Phase, QuotaGrant, Team
 from datarena.challenge.teams import TeamRef
 from datarena.challenge.tracks import Track
 from datarena.data.archives import (
@@ -52,7 +52,7 @@ from datarena.errors import (
     NotFound,
     RateLimited,
 )
-from datarena.jobs.models import DONE, Job
+from datarena.jobs.models import DONE, Job, platform_fault
 from datarena.jobs.store import JobError
 
 MAX_LISTED_PROBLEMS = 50
@@ -206,20 +206,38 @@ class DatasetTrack(Track):
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def _counted(self, db, team_id: int, phase_id: int | None = None, since=None) -> int:
+        """Submissions that use a slot: all of the team's on this track, less those whose job failed for
+        a platform reason (worker lost, storage, cancelled by an organiser): their slot came back."""
+        q = select(DatasetSubmission.job_id).where(DatasetSubmission.team_id == team_id,
+                                                   DatasetSubmission.track_id == self.id)
+        if phase_id is not None:
+            q = q.where(DatasetSubmission.phase_id == phase_id)
+        if since is not None:
+            q = q.where(DatasetSubmission.created_at > since)
+        ids = list(db.scalars(q))
+        jobs = self._jobs(ids)
+        return sum(1 for i in ids if not (i in jobs and platform_fault(jobs[i].state, jobs[i].error)))
+
+    def allowed(self, db, team_id: int, phase_id: int) -> int:
+        """Submissions per phase for this team: the track's allowance plus what organisers granted."""
+        extra = db.scalar(select(func.coalesce(func.sum(QuotaGrant.extra), 0)).where(
+            QuotaGrant.team_id == team_id, QuotaGrant.track_id == self.id, QuotaGrant.phase_id == phase_id)) or 0
+        return self.spec.submissions_per_phase + int(extra)
+
     def _check_quota(self, team: TeamRef, phase: Phase) -> None:
         s = self.spec
+        day_ago = utcnow() - timedelta(days=1)
         with self.arena.Session() as db:
-            mine = select(func.count(DatasetSubmission.id)).where(
-                DatasetSubmission.team_id == team.id, DatasetSubmission.track_id == self.id)
-            n_phase = db.scalar(mine.where(DatasetSubmission.phase_id == phase.id)) or 0
-            day_ago = utcnow() - timedelta(days=1)
-            n_day = db.scalar(mine.where(DatasetSubmission.created_at > day_ago)) or 0
+            n_phase = self._counted(db, team.id, phase.id)
+            n_day = self._counted(db, team.id, since=day_ago)
+            allowed = self.allowed(db, team.id, phase.id)
             first_today = db.scalar(select(func.min(DatasetSubmission.created_at)).where(
                 DatasetSubmission.team_id == team.id, DatasetSubmission.track_id == self.id,
                 DatasetSubmission.created_at > day_ago))
-        if n_phase >= s.submissions_per_phase:
-            raise Conflict(f"team {team.name!r} already submitted {n_phase} of {s.submissions_per_phase} "
-                                f"datasets allowed on track {self.id} in {phase.name}.")
+        if n_phase >= allowed:
+            raise Conflict(f"team {team.name!r} already used {n_phase} of {allowed} "
+                           f"dataset submissions allowed on track {self.id} in {phase.name}.")
         if n_day >= s.submissions_per_day:
             wait = int((first_today + timedelta(days=1) - utcnow()).total_seconds()) + 1 if first_today else 3600
             raise RateLimited(f"team {team.name!r} submitted {n_day} datasets in the last 24 h on track {self.id} "
@@ -360,6 +378,53 @@ class DatasetTrack(Track):
             db.commit()
         return job
 
+    # ------------------------------------------------------------ organiser actions (challenge.organisers)
+
+    def set_disqualified(self, db, sub_id: int, reason: str | None) -> DatasetSubmission:
+        sub = db.get(DatasetSubmission, sub_id)
+        if sub is None or sub.track_id != self.id:
+            raise NotFound(f"no dataset submission {sub_id} on track {self.id}.")
+        sub.disqualified = reason
+        return sub
+
+    def rescore(self, sub_ids: list[int] | None = None) -> list[tuple[int, int]]:
+        """Score submissions again as new jobs (e.g. after a budget change): the given ones, or every
+        submission of the current phase that is not disqualified. Returns (submission, job) pairs."""
+        with self.arena.Session() as db:
+            if sub_ids is None:
+                phase = self.arena.current_phase(db)
+                subs = list(db.scalars(select(DatasetSubmission).where(
+                    DatasetSubmission.track_id == self.id, DatasetSubmission.phase_id == phase.id,
+                    DatasetSubmission.disqualified.is_(None))))
+            else:
+                subs = [db.get(DatasetSubmission, i) for i in sub_ids]
+                missing = [i for i, sub in zip(sub_ids, subs, strict=True) if sub is None or sub.track_id != self.id]
+                if missing:
+                    raise NotFound(f"no dataset submission {missing[0]} on track {self.id}.")
+            out = []
+            for sub in subs:
+                if not sub.dataset_path:
+                    continue
+                home = self.root / "submissions" / str(sub.id)
+                job = self.arena.jobs.submit("score_dataset", self._payload(Path(sub.dataset_path), home / "score"),
+                                             owner=f"dataset-submission:{sub.id}", team_id=sub.team_id)
+                sub.job_id = job.id
+                out.append((sub.id, job.id))
+            db.commit()
+        return out
+
+    def submissions_table(self, team: str = "", state: str = "") -> list[dict]:
+        """Every submission of the track for the console, newest first: filter by team name and state."""
+        rows = self._rows()
+        jobs = self._jobs([r[0].job_id for r in rows] + [r[0].verify_job_id for r in rows])
+        out = []
+        for sub, name in reversed(rows):
+            e = {**self.submission_json(sub, jobs), "team": name}
+            shown = "disqualified" if sub.disqualified else e["state"]
+            if (not team or team.casefold() in name.casefold()) and (not state or shown == state):
+                out.append({**e, "shown_state": shown})
+        return out
+
     # ------------------------------------------------------------ reading
 
     def _rows(self, phase_id: int | None = None, team_id: int | None = None) -> list[tuple[DatasetSubmission, str]]:
@@ -388,6 +453,9 @@ class DatasetTrack(Track):
                "n_pairs": sub.n_pairs, "sha256": sub.archive_sha256, "seed": sub.seed,
                "declared_checksum": sub.declared_checksum, "method": sub.method, "claimed_score": sub.claimed_score,
                "job_id": sub.job_id, "state": job.state if job else "unknown",
+               "disqualified": sub.disqualified,
+               # a failure that was the platform's gives the slot back, and the team sees why
+               "slot_returned": platform_fault(job.state, job.error) if job else None,
                "progress": job.as_json(private=False)["progress"] if job else None,
                "error": job.error if job else None,
                "miou": result["miou"] if result else None,
@@ -418,10 +486,14 @@ class DatasetTrack(Track):
         best: dict[str, dict] = {}
         chosen: dict[str, dict] = {}
         pending: dict[str, int] = {}
+        disqualified = []
         for sub, name in rows:
             if sub.team_id not in validated:
                 continue
             entry = self.submission_json(sub, jobs)
+            if sub.disqualified:
+                disqualified.append({"team": name, "submission": sub.id, "reason": sub.disqualified})
+                continue
             if entry["miou"] is None:
                 if entry["state"] not in DONE:
                     pending[name] = pending.get(name, 0) + 1
@@ -448,7 +520,8 @@ class DatasetTrack(Track):
         # two scores are told apart when their intervals do not meet: about the sum of two half-widths
         resolution = widths[len(widths) // 2] if widths else None
         return {"title": arena.spec.title, "track": self.info(), "phase": arena.phase_json(phase),
-                "rows": ranked, "pending": pending, "test_part": part, "resolution": resolution}
+                "rows": ranked, "pending": pending, "test_part": part, "resolution": resolution,
+                "disqualified": disqualified}
 
     def export_rows(self) -> list[dict]:
         rows = self._rows()
