@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from datarena.challenge.auth import LoginLimiter, Passwords
 from datarena.challenge.models import Phase
+from datarena.challenge.notify import Mailer
 from datarena.challenge.organisers import OrganisersMixin
 from datarena.challenge.phases import PhasesMixin
 from datarena.challenge.spec import ChallengeSpec
@@ -51,6 +52,7 @@ class Arena(TeamsMixin, PhasesMixin, OrganisersMixin):
         self._cache_lock = threading.Lock()
         self._totp_used: dict[int, int] = {}  # organiser id -> the last TOTP time step that opened a session
         self._totp_lock = threading.Lock()
+        self.mailer = Mailer(spec.notifications)  # sends nothing unless the challenge file configures smtp
         self.tracks: dict[str, Track] = {t.id: track_class(t.kind)(self, t) for t in spec.tracks}
 
     @property

@@ -31,6 +31,7 @@ class Team(Base):
     validated: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
     refusal: Mapped[str | None] = mapped_column(Text, nullable=True)  # why an organiser refused it (the team sees it)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)  # no login, reveal, submit or board
+    email: Mapped[str | None] = mapped_column(String(254), nullable=True)  # for notifications; never served
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
 
     @property
@@ -122,6 +123,7 @@ class DatasetSubmission(Base):
     verify_job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     selected: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)  # the final entry (split test set)
     disqualified: Mapped[str | None] = mapped_column(Text, nullable=True)  # the public reason; None: counts
+    notified_job: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the job the team was emailed about
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
 
 

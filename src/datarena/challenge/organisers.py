@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -171,9 +172,41 @@ class OrganisersMixin(ChallengeState):
                 team.disabled = False
             record(s, actor, action, f"team:{team.name}", reason)
             s.commit()
-            out = {"name": team.name, "state": team.state}
+            out, email = {"name": team.name, "state": team.state}, team.email
         self._tokens.clear()  # a cached session of this team must not outlive the change
+        if email and action in ("validate", "refuse"):
+            title = self.spec.title
+            self.mailer.send(email, f"[{title}] team {out['name']} " + ("validated" if action == "validate" else "refused"),
+                             f"Your team {out['name']} can now reveal labels and submit." if action == "validate"
+                             else f"The organisers refused team {out['name']}: {reason}")
         return out
+
+    def notify_scores(self) -> int:
+        """Email each team whose dataset scoring job ended since the last call (finished, failed or
+        cancelled, with why); returns how many were sent. The serving process calls it periodically."""
+        if not self.mailer.enabled:
+            return 0
+        from datarena.jobs.models import DONE
+
+        with self.Session() as s:
+            rows = s.execute(select(DatasetSubmission, Team.email).join(Team, Team.id == DatasetSubmission.team_id)
+                             .where(DatasetSubmission.job_id.is_not(None), Team.email.is_not(None))).all()
+            sent = 0
+            for sub, email in rows:
+                if sub.notified_job == sub.job_id:
+                    continue
+                job = self.jobs.get(sub.job_id)
+                if job.state not in DONE:
+                    continue
+                result = json.loads(job.result) if job.result else {}
+                body = (f"Your dataset submission {sub.id} on track {sub.track_id} was scored: mIoU "
+                        f"{result.get('miou', float('nan')):.4f}." if job.state == "finished" else
+                        f"Scoring your dataset submission {sub.id} on track {sub.track_id} ended {job.state}: {job.error}.")
+                self.mailer.send(email, f"[{self.spec.title}] submission {sub.id}: {job.state}", body)
+                sub.notified_job = sub.job_id
+                sent += 1
+            s.commit()
+        return sent
 
     def teams_table(self, query: str = "", state: str = "") -> list[dict]:
         """Teams for the console: name contains `query` (folded), in `state` when given."""

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from datarena.challenge.notify import Notifications
 from datarena.db import DATABASE_ENV
 from datarena.errors import ConfigError
 from datarena.jobs.queue import JobSettings
@@ -124,6 +125,7 @@ class ChallengeSpec(BaseModel):
     cifar_dir: str | None = None
     faces_dir: str | None = None
     jobs: JobSettings = Field(default_factory=JobSettings)  # the job queue (datarena.jobs)
+    notifications: Notifications = Field(default_factory=Notifications)  # email (off unless smtp is set)
     tracks: list[TrackSpec] = Field(default_factory=lambda: [LabelsTrackSpec(id="labels", kind="labels")])
 
     @field_validator("phases")

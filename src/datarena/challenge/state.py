@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
     from datarena.challenge.auth import LoginLimiter, Passwords
     from datarena.challenge.models import Phase
+    from datarena.challenge.notify import Mailer
     from datarena.challenge.spec import ChallengeSpec
     from datarena.challenge.teams import TeamRef
     from datarena.challenge.tracks import Track
@@ -28,6 +29,7 @@ class ChallengeState:
     limiter: LoginLimiter
     jobs: JobQueue
     tracks: dict[str, Track]
+    mailer: Mailer
     labels: Track  # the exercise-suite track (Arena's property)
     # read caches of committed, immutable facts (the database stays the judge of every write)
     _tokens: dict[str, tuple[TeamRef, float]]

@@ -17,6 +17,7 @@ from datarena.challenge.auth import (
     validate_team_name,
 )
 from datarena.challenge.models import Team, Token
+from datarena.challenge.notify import check_email
 from datarena.challenge.state import ChallengeState
 from datarena.db import utcnow
 from datarena.errors import Conflict, DatarenaError, Forbidden, Invalid, Unauthorized
@@ -45,23 +46,30 @@ def barred(name: str, disabled: bool, refusal: str | None) -> None:
 class TeamsMixin(ChallengeState):
     """Team operations of the Arena (it provides Session, passwords, limiter and the token cache)."""
 
-    def register(self, name: str, password: str) -> TeamRef:
+    def register(self, name: str, password: str, email: str = "") -> TeamRef:
+        """A new team, waiting for an organiser's validation (the organisers are emailed when
+        notifications are on); `email` is optional and only used to notify the team."""
         name = validate_team_name(name)
         validate_password(password)
+        email = check_email(email)
         key = team_name_key(name)
         with self.Session() as s:
             taken = s.scalar(select(Team.name).where(Team.name_key == key))
         if taken is not None:
             raise Conflict(f"team name {name!r} is taken (as {taken!r}; names differing only in case "
                                 f"or width are one name); choose another.")
-        team = Team(name=name, name_key=key, password_hash=self.passwords.hash(password), validated=False)
+        team = Team(name=name, name_key=key, password_hash=self.passwords.hash(password), validated=False,
+                    email=email or None)
         with self.Session() as s:
             s.add(team)
             try:
                 s.commit()
             except IntegrityError:
                 raise Conflict(f"team name {name!r} is taken; choose another.") from None
-            return TeamRef(team.id, team.name, team.validated)
+            ref = TeamRef(team.id, team.name, team.validated)
+        self.mailer.send(self.spec.notifications.organisers, f"[{self.spec.title}] team {name} registered",
+                         f"Team {name} registered and waits for validation: /organiser/teams?state=pending")
+        return ref
 
     def login(self, name: str, password: str, client: str = "?") -> TeamRef:
         """Check credentials (rate-limited per team and per address); 401 on any mismatch."""

@@ -106,11 +106,11 @@ def create_app(arena: Arena) -> FastAPI:
     def health():
         return {"status": "ok", "version": __version__, "jobs": arena.jobs.mode}
 
-    @app.post("/api/teams", status_code=201, openapi_extra=web.json_doc(web.CREDENTIALS))
+    @app.post("/api/teams", status_code=201, openapi_extra=web.json_doc(web.REGISTRATION))
     async def api_register(request: Request):
         payload = await web.json_body(request)
         name, password = web.text_field(payload, "name"), web.text_field(payload, "password")
-        team = await run_in_threadpool(arena.register, name, password)
+        team = await run_in_threadpool(arena.register, name, password, web.text_field(payload, "email", 254))
         return {"name": team.name, "validated": team.validated,
                 "message": "registered; an organiser must validate the team before it can reveal or submit."}
 
@@ -174,7 +174,7 @@ def create_app(arena: Arena) -> FastAPI:
         data = await web.form(request, limit)
         web.check_csrf(request, data)
         name, password = web.text_field(data, "name"), web.text_field(data, "password")
-        team = await run_in_threadpool(arena.register, name, password)
+        team = await run_in_threadpool(arena.register, name, password, web.text_field(data, "email", 254))
         return pages.render(request, "message.html", {
             "title": "Team registered",
             "message": f"Team {team.name} is registered. An organiser must validate it before it can reveal or submit.",

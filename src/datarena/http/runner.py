@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -10,6 +11,8 @@ import uvicorn
 
 from datarena.challenge.arena import Arena
 from datarena.http.app import create_app
+
+log = logging.getLogger("datarena.notify")
 
 
 def proxy_settings(arena: Arena) -> dict:
@@ -42,6 +45,7 @@ class BackgroundServer:
 
     def __enter__(self) -> str:
         self.arena.jobs.start()
+        self.notifier = Notifier(self.arena)
         self.thread.start()
         deadline = time.time() + 30
         while not self.server.started:
@@ -53,12 +57,37 @@ class BackgroundServer:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+        self.notifier.stop()
         self.arena.jobs.stop()
+
+
+class Notifier:
+    """Emails teams about their ended scoring jobs every `every_s` seconds (only with notifications on)."""
+
+    def __init__(self, arena: Arena, every_s: float = 2.0):
+        self.arena, self.every_s, self._stop = arena, every_s, threading.Event()
+        self.thread = threading.Thread(target=self._run, name="datarena-notifier", daemon=True)
+        if arena.mailer.enabled:
+            self.thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                self.arena.notify_scores()
+            except Exception as exc:  # the database or the mailer: log it, try again next round
+                log.warning("notifications: %s", exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout=5)
 
 
 def serve(arena: Arena, host: str, port: int) -> None:
     arena.jobs.start()  # the embedded worker (no broker) or the reaper beside Celery workers
+    notifier = Notifier(arena)
     try:
         uvicorn.run(create_app(arena), host=host, port=port, log_level="info", **proxy_settings(arena))
     finally:
+        notifier.stop()
         arena.jobs.stop()

@@ -143,6 +143,11 @@ CREDENTIALS = {
 }
 
 
+REGISTRATION = {**CREDENTIALS, "properties": {
+    **CREDENTIALS["properties"],
+    "email": {"type": "string", "maxLength": 254, "description": "optional: where notifications go (never served)"}}}
+
+
 def binary_doc(*media_types: str) -> dict:
     """`responses=` for a route that answers with a file."""
     return {200: {"description": "the file", "content": {m: {"schema": {"type": "string", "format": "binary"}}
