@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from datarena.client import ArenaClient, ArenaError
+from datarena.errors import Unauthorized
 from tests.conftest import fast_challenge, install_phase_cache, serving
 
 PASSWORD = "correct horse battery"
@@ -60,7 +61,7 @@ def console_routes(app_routes) -> list[tuple[str, str]]:
             continue
         for method in sorted(getattr(route, "methods", None) or []):
             if method in ("GET", "POST") and path != "/organiser/login":
-                out.append((method, re.sub(r"\{[^}]+\}", "x", path)))
+                out.append((method, re.sub(r"\{[^}]+\}", "1", path)))
     return out
 
 
@@ -95,7 +96,7 @@ def test_every_console_form_needs_its_csrf_token(served):
     posts = [p for m, p in console_routes(create_app(arena).routes) if m == "POST"]
     assert any(p.startswith("/organiser/teams/") for p in posts)
     for path in posts:
-        real = path.replace("/teams/x/x", f"/teams/{team.username}/validate")
+        real = path.replace("/teams/1/1", f"/teams/{team.username}/validate")
         for data in ({}, {"csrf_token": "forged"}):
             r = c.post(real, data={**data, "reason": "r"})
             assert r.status_code == 403 and "CSRF" in r.json()["detail"], (path, r.status_code)
@@ -175,9 +176,14 @@ def test_team_decisions_from_the_console_are_enforced_audited_and_public(served)
     act(cheat, "enable", "appeal accepted")
     assert cheat.username in str(httpx.get(f"{url}/api/leaderboard").json())
     keep.reveal("00", 1)  # a validated team works
+    old_token = keep.token
+    act(keep, "end_sessions")
+    with pytest.raises(Unauthorized):
+        arena.team_for_token(old_token)
 
     audit = c.get("/organiser/audit").text
-    for who, action in ((keep, "validate"), (refuse, "refuse"), (cheat, "disable"), (cheat, "enable")):
+    for who, action in ((keep, "validate"), (refuse, "refuse"), (cheat, "disable"), (cheat, "enable"),
+                        (keep, "end_sessions")):
         assert re.search(rf"organiser:olga</td><td>{action}</td><td>team:{who.username}<", audit), action
     changes = httpx.get(f"{url}/api/changes").json()
     public = [(r["action"], r["target"], r["reason"]) for r in changes]

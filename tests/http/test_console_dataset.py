@@ -62,6 +62,10 @@ def test_disqualify_restore_rescore_grant_cancel_from_the_console(tmp_path, scen
                                           "reason": "test images in the training set"}]
         assert "test images in the training set" in httpx.get(f"{url}/tracks/scenes").text
         c.post(f"/organiser/tracks/scenes/submissions/{sa['submission_id']}/restore", data={"csrf_token": csrf})
+        r = c.post(f"/organiser/tracks/scenes/submissions/{sa['submission_id']}/verify", data={"csrf_token": csrf})
+        assert r.status_code == 303
+        verify_job = arena.audit_entries(limit=1)[0]
+        assert verify_job["action"] == "verify" and verify_job["actor"] == "organiser:olga"
         assert a.username in [row["team"] for row in a.track_leaderboard("scenes")["rows"]]
 
         before = {row["team"]: row["job_id"] for row in a.track_leaderboard("scenes")["rows"]}

@@ -36,6 +36,7 @@ from datarena.challenge.models import (
     Phase,
     QuotaGrant,
     Team,
+    Token,
 )
 from datarena.challenge.state import ChallengeState
 from datarena.db import utcnow
@@ -43,7 +44,7 @@ from datarena.errors import Conflict, Invalid, NotFound, Unauthorized
 
 ORGANISER_SESSION_HOURS = 12
 MAX_REASON = 500
-TEAM_ACTIONS = ("validate", "refuse", "disable", "enable")
+TEAM_ACTIONS = ("validate", "refuse", "disable", "enable", "end_sessions")
 PUBLIC_ACTIONS = {"disable", "enable", "disqualify", "restore", "rescore", "open_phase", "close_phase",
                   "reveal_secret"}  # "grant" stays between the organisers and the team  # the actions that change a board or what a phase means
 AUDIT_COLUMNS = ["id", "at", "actor", "action", "target", "reason", "public"]
@@ -162,7 +163,12 @@ class OrganisersMixin(ChallengeState):
             team = s.scalars(select(Team).where(Team.name_key == team_name_key(name))).first()
             if team is None:
                 raise NotFound(f"no team named {name!r}; `datarena admin list-teams` shows them.")
-            if action == "validate":
+            ended = None
+            if action == "end_sessions":  # every token and web session of the team ends now
+                ended = s.execute(update(Token).where(Token.team_id == team.id, Token.revoked_at.is_(None))
+                                  .values(revoked_at=utcnow())).rowcount
+                reason = reason or f"{ended} session(s) ended"
+            elif action == "validate":
                 team.validated, team.refusal = True, None
             elif action == "refuse":
                 team.validated, team.refusal = False, reason
@@ -172,7 +178,7 @@ class OrganisersMixin(ChallengeState):
                 team.disabled = False
             record(s, actor, action, f"team:{team.name}", reason)
             s.commit()
-            out, email = {"name": team.name, "state": team.state}, team.email
+            out, email = {"name": team.name, "state": team.state, "sessions_ended": ended}, team.email
         self._tokens.clear()  # a cached session of this team must not outlive the change
         if email and action in ("validate", "refuse"):
             title = self.spec.title
@@ -263,8 +269,11 @@ class OrganisersMixin(ChallengeState):
     def submission_action(self, track_id: str, sub_id: int, action: str, actor: str = "cli", reason: str = "") -> dict:
         """disqualify (a public reason the board shows) / restore / rescore (a new scoring job); audited."""
         track = self._dataset_track(track_id)
-        if action not in ("disqualify", "restore", "rescore"):
-            raise Invalid(f"unknown submission action {action!r}; actions are disqualify, restore, rescore.")
+        if action not in ("disqualify", "restore", "rescore", "verify"):
+            raise Invalid(f"unknown submission action {action!r}; actions are disqualify, restore, rescore, verify.")
+        if action == "verify":
+            job = self.verify_submission(sub_id, actor)
+            return {"submission": sub_id, "job": job.id}
         reason = clean_reason(reason, action == "disqualify", action)
         if action == "rescore":
             [(sub, job)] = track.rescore([sub_id])
@@ -337,13 +346,17 @@ class OrganisersMixin(ChallengeState):
                 w.writerow(row)
         return buf.getvalue()
 
-    def verify_submission(self, submission_id: int):
-        """Queue the re-run (and regeneration) of a dataset submission; returns the job."""
+    def verify_submission(self, submission_id: int, actor: str = "cli"):
+        """Queue the re-run (and regeneration) of a dataset submission; returns the job. Audited."""
         with self.Session() as s:
             sub = s.get(DatasetSubmission, submission_id)
         if sub is None:
             raise NotFound(f"no dataset submission {submission_id}; the track page lists them.")
-        return self.track(sub.track_id).verify(submission_id)
+        job = self.track(sub.track_id).verify(submission_id)
+        with self.Session() as s:
+            record(s, actor, "verify", f"submission:{submission_id} ({sub.track_id})", f"job {job.id}")
+            s.commit()
+        return job
 
     # ---------------------------------------------------------------- the audit log
 

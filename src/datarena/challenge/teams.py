@@ -20,7 +20,7 @@ from datarena.challenge.models import Team, Token
 from datarena.challenge.notify import check_email
 from datarena.challenge.state import ChallengeState
 from datarena.db import utcnow
-from datarena.errors import Conflict, DatarenaError, Forbidden, Invalid, Unauthorized
+from datarena.errors import Conflict, Forbidden, Invalid, Unauthorized
 
 TOKEN_CACHE_S = 5.0  # a validated team's token is re-read from the database at most this often
 
@@ -109,17 +109,10 @@ class TeamsMixin(ChallengeState):
             s.commit()
         return bool(n)
 
-    def revoke_team_tokens(self, name: str) -> int:
-        """An organiser's action: every token and web session of the team ends now; returns how many."""
-        with self.Session() as s:
-            team = s.scalars(select(Team).where(Team.name_key == team_name_key(name))).first()
-            if team is None:
-                raise DatarenaError(f"no team named {name!r}; `datarena admin list-teams` shows them.")
-            n = s.execute(update(Token).where(Token.team_id == team.id, Token.revoked_at.is_(None))
-                          .values(revoked_at=utcnow())).rowcount
-            s.commit()
-        self._tokens.clear()
-        return n
+    def revoke_team_tokens(self, name: str, actor: str = "cli") -> int:
+        """An organiser's action: every token and web session of the team ends now; returns how many.
+        Audited (`team_action(name, "end_sessions")`)."""
+        return self.team_action(name, "end_sessions", actor)["sessions_ended"]
 
     def team_for_token(self, token: str | None) -> TeamRef:
         if not token:
