@@ -219,3 +219,30 @@ def test_the_cli_twins_record_the_same_audit_rows(served, tmp_path):
                              input=ORG_PASSWORD + "\n", capture_output=True, text=True, timeout=120)
     assert created.returncode == 0, created.stderr
     assert organiser_client(url, "carl").get("/organiser").status_code == 200
+
+
+def test_a_labels_submission_is_disqualified_restored_and_rescored_from_the_console(served):
+    arena, url = served
+    c = organiser_client(url)
+    t = new_team(arena, url)
+    y_target, _ = arena.labels.exercise(arena.current_phase(), "01").hidden()
+    sub = t.submit("01", y_target)
+    page = c.get("/organiser/tracks/labels/submissions", params={"team": t.username})
+    assert page.status_code == 200 and f'data-submission="{sub["submission_id"]}"' in page.text
+    csrf = csrf_of(page.text)
+    base = f"/organiser/tracks/labels/submissions/{sub['submission_id']}"
+    assert c.post(f"{base}/disqualify", data={"csrf_token": csrf, "reason": "labels copied from team x"}).status_code == 303
+    board = httpx.get(f"{url}/api/leaderboard").json()
+    cell = next(r for r in board["rows"] if r["team"] == t.username)["exercises"]["01"]
+    assert cell["submitted"] is False  # the default score counts
+    assert {"team": t.username, "submission": sub["submission_id"], "exercise": "01",
+            "reason": "labels copied from team x"} in board["disqualified"]
+    assert "labels copied from team x" in httpx.get(f"{url}/").text
+    assert c.post(f"{base}/restore", data={"csrf_token": csrf}).status_code == 303
+    assert c.post(f"{base}/rescore", data={"csrf_token": csrf}).status_code == 303
+    cell = next(r for r in httpx.get(f"{url}/api/leaderboard").json()["rows"] if r["team"] == t.username)["exercises"]["01"]
+    assert cell == {"score": 1.0, "submitted": True}
+    rows = [(r["action"], r["target"]) for r in arena.audit_entries(limit=3)]
+    assert rows == [("rescore", f"submission:{sub['submission_id']} (labels)"),
+                    ("restore", f"submission:{sub['submission_id']} (labels)"),
+                    ("disqualify", f"submission:{sub['submission_id']} (labels)")]

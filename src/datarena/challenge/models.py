@@ -96,6 +96,7 @@ class Submission(Base):
     n_rows: Mapped[int] = mapped_column(Integer, nullable=False)
     labels_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
     labels_csv: Mapped[str] = mapped_column(Text, nullable=False)
+    disqualified: Mapped[str | None] = mapped_column(Text, nullable=True)  # the public reason: the default score counts
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
 
 

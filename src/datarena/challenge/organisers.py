@@ -267,8 +267,9 @@ class OrganisersMixin(ChallengeState):
         return track
 
     def submission_action(self, track_id: str, sub_id: int, action: str, actor: str = "cli", reason: str = "") -> dict:
-        """disqualify (a public reason the board shows) / restore / rescore (a new scoring job); audited."""
-        track = self._dataset_track(track_id)
+        """disqualify (a public reason the board shows) / restore / rescore (dataset tracks: a new scoring
+        job; labels tracks: the stored labels scored again) / verify (dataset tracks); audited."""
+        track = self.track(track_id) if action != "verify" else self._dataset_track(track_id)
         if action not in ("disqualify", "restore", "rescore", "verify"):
             raise Invalid(f"unknown submission action {action!r}; actions are disqualify, restore, rescore, verify.")
         if action == "verify":
@@ -276,11 +277,12 @@ class OrganisersMixin(ChallengeState):
             return {"submission": sub_id, "job": job.id}
         reason = clean_reason(reason, action == "disqualify", action)
         if action == "rescore":
-            [(sub, job)] = track.rescore([sub_id])
+            [(sub, outcome)] = track.rescore([sub_id])
+            what = f"job {outcome}" if track.kind == "dataset" else f"accuracy {outcome:.4f}"
             with self.Session() as s:
-                record(s, actor, "rescore", f"submission:{sub_id}", reason or f"job {job}")
+                record(s, actor, "rescore", f"submission:{sub_id} ({track_id})", reason or what)
                 s.commit()
-            return {"submission": sub, "job": job}
+            return {"submission": sub, "result": outcome}
         with self.Session() as s:
             sub = track.set_disqualified(s, sub_id, reason if action == "disqualify" else None)
             record(s, actor, action, f"submission:{sub_id} ({track_id})", reason)
@@ -288,8 +290,9 @@ class OrganisersMixin(ChallengeState):
             return {"submission": sub.id, "disqualified": sub.disqualified}
 
     def rescore_track(self, track_id: str, actor: str = "cli", reason: str = "") -> list[tuple[int, int]]:
-        """Every submission of the current phase scored again as jobs (after a budget change, say)."""
-        pairs = self._dataset_track(track_id).rescore(None)
+        """Every submission of the current phase scored again (dataset tracks: as jobs, after a budget
+        change say; labels tracks: at once)."""
+        pairs = self.track(track_id).rescore(None)
         with self.Session() as s:
             record(s, actor, "rescore", f"track:{track_id}", clean_reason(reason, False, "rescore")
                    or f"{len(pairs)} submission(s) queued again")

@@ -146,10 +146,12 @@ def mount(app: FastAPI, pages: web.Pages, limit: int) -> None:
             who = organiser(request)
         except Unauthorized:
             return login_redirect()
-        track = arena._dataset_track(track_id[:32])
+        track = arena.track(track_id[:32])
+        states = (("queued", "running", "finished", "failed", "cancelled", "disqualified") if track.kind == "dataset"
+                  else ("scored", "disqualified"))
         return page(request, "console_submissions.html", {
-            "organiser": who, "track": track.info(), "rows": track.submissions_table(team, state), "team_q": team,
-            "state": state, "states": ("queued", "running", "finished", "failed", "cancelled", "disqualified"),
+            "organiser": who, "track": {"id": track.id, "title": track.title, "kind": track.kind},
+            "rows": track.submissions_table(team, state), "team_q": team, "state": state, "states": states,
             "heading": f"Submissions: {track.id}"})
 
     @app.post(f"{PREFIX}/tracks/{{track_id}}/submissions/{{sub_id}}/{{action}}", include_in_schema=False)
@@ -163,7 +165,8 @@ def mount(app: FastAPI, pages: web.Pages, limit: int) -> None:
     async def console_rescore_track(request: Request, track_id: str):
         who, data = await action_form(request)
         await run_in_threadpool(arena.rescore_track, track_id[:32], who.actor, web.text_field(data, "reason", 600))
-        return RedirectResponse(f"{PREFIX}/jobs", status_code=303)
+        dataset = arena.track(track_id[:32]).kind == "dataset"
+        return RedirectResponse(f"{PREFIX}/jobs" if dataset else f"{PREFIX}/tracks/{track_id}/submissions", status_code=303)
 
     @app.post(f"{PREFIX}/tracks/{{track_id}}/grant", include_in_schema=False)
     async def console_grant(request: Request, track_id: str):

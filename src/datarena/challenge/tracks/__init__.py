@@ -58,6 +58,19 @@ class Track(ABC):
     def export_rows(self) -> list[dict]:
         return []
 
+    # what organisers do to a track's submissions (challenge.organisers calls these)
+    @abstractmethod
+    def set_disqualified(self, db, sub_id: int, reason: str | None):
+        """Mark a submission disqualified with a public reason (None: restore); inside `db`'s transaction."""
+
+    @abstractmethod
+    def rescore(self, sub_ids: list[int] | None = None) -> list[tuple[int, object]]:
+        """Score the given submissions (or the current phase's) again; (submission, job id or score) pairs."""
+
+    @abstractmethod
+    def submissions_table(self, team: str = "", state: str = "") -> list[dict]:
+        """The console's list: id, team, created_at, shown_state, disqualified, ... newest first."""
+
     def submission_counts(self) -> dict[int, int]:
         return {}
 

@@ -224,6 +224,49 @@ class LabelsTrack(Track):
 
         return arena.retrying(attempt)
 
+    # ------------------------------------------------------------ organiser actions (challenge.organisers)
+
+    def set_disqualified(self, db: Session, sub_id: int, reason: str | None) -> Submission:
+        sub = db.get(Submission, sub_id)
+        if sub is None:
+            raise NotFound(f"no submission {sub_id} on track {self.id}.")
+        sub.disqualified = reason
+        return sub
+
+    def rescore(self, sub_ids: list[int] | None = None) -> list[tuple[int, float]]:
+        """Score stored label files again against the hidden labels (after a fix to the scoring or the
+        data): the given submissions or every one of the current phase. Returns (submission, accuracy)."""
+        out = []
+        with self.arena.Session() as db:
+            phase = self.arena.current_phase(db)
+            subs = ([db.get(Submission, i) for i in sub_ids] if sub_ids is not None else
+                    list(db.scalars(select(Submission).where(Submission.phase_id == phase.id))))
+            if any(s is None for s in subs):
+                raise NotFound(f"no submission {sub_ids} on track {self.id}.")
+            for sub in subs:
+                info = self.exercise(db.get(Phase, sub.phase_id), sub.exercise_id)
+                y, groups = info.hidden()
+                labels = np.array([int(v) for v in sub.labels_csv.split()], dtype=np.int64)
+                result = score_labels(y, groups, labels, info.classes)
+                sub.accuracy, sub.worst_group_accuracy = result["accuracy"], result["worst_group_accuracy"]
+                out.append((sub.id, result["accuracy"]))
+            db.commit()
+        return out
+
+    def submissions_table(self, team: str = "", state: str = "") -> list[dict]:
+        """Every labels submission for the console, newest first (filter by team name, state)."""
+        with self.arena.Session() as db:
+            rows = db.execute(select(Submission, Team.name).join(Team, Team.id == Submission.team_id)
+                              .order_by(Submission.id.desc())).all()
+        out = []
+        for sub, name in rows:
+            shown = "disqualified" if sub.disqualified else "scored"
+            if (not team or team.casefold() in name.casefold()) and (not state or shown == state):
+                out.append({"id": sub.id, "team": name, "created_at": sub.created_at.isoformat(timespec="seconds"),
+                            "item": f"exercise {sub.exercise_id}", "shown_state": shown, "score": sub.accuracy,
+                            "disqualified": sub.disqualified})
+        return out
+
     # ------------------------------------------------------------ leaderboard and export
 
     def leaderboard(self, phase_id: int | None = None) -> dict:
@@ -236,7 +279,14 @@ class LabelsTrack(Track):
         teams = arena.validated_teams()
         exercises = self.exercises(phase)
         best: dict[tuple[int, str], float] = {}
-        for sub in subs:  # the latest allowed submission counts
+        names = {t.id: t.name for t in teams}
+        disqualified = []
+        for sub in subs:  # the latest allowed submission counts; a disqualified one leaves the default
+            if sub.disqualified:
+                if sub.team_id in names:
+                    disqualified.append({"team": names[sub.team_id], "submission": sub.id,
+                                         "exercise": sub.exercise_id, "reason": sub.disqualified})
+                continue
             best[(sub.team_id, sub.exercise_id)] = sub.accuracy
         rows = []
         for t in teams:
@@ -256,6 +306,7 @@ class LabelsTrack(Track):
             "exercises": [{"id": e.id, "name": e.name, "points": e.points, "default_score": e.default_score}
                           for e in exercises],
             "rows": rows,
+            "disqualified": disqualified,
         }
 
     def export_rows(self) -> list[dict]:
