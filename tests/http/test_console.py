@@ -189,7 +189,9 @@ def test_team_decisions_from_the_console_are_enforced_audited_and_public(served)
     public = [(r["action"], r["target"], r["reason"]) for r in changes]
     assert ("disable", f"team:{cheat.username}", "shared labels with another team") in public
     assert ("enable", f"team:{cheat.username}", "appeal accepted") in public
-    assert not any(r["target"] == f"team:{refuse.username}" for r in changes)  # a refusal is between the team and us
+    refusal = [r for r in changes if r["target"] == f"team:{refuse.username}"]
+    assert [r["action"] for r in refusal] == ["refuse"]  # public that it happened; its reason is the team's
+    assert "duplicate of team alpha" not in str(changes) and "sent to the team" in refusal[0]["reason"]
     assert all("actor" not in r for r in changes)
     page = httpx.get(f"{url}/changes").text
     assert "shared labels with another team" in page

@@ -93,7 +93,8 @@ def test_an_organiser_runs_the_challenge_from_the_browser(browser, tmp_path, sce
         page.screenshot(path=str(artifacts / "console_audit.png"), full_page=True)
         page.goto(f"{url}/changes")
         changes = page.inner_text("#changes")
-        for text in ("trained on the test images", "the budget was fixed", "final phase"):
+        for text in ("validate", "refuse", "disqualify", "rescore", "cancel_job", "open_phase",
+                     "trained on the test images", "the budget was fixed", "final phase"):
             assert text in changes, text
         assert "one account per lab" not in changes  # a refusal is between the team and the organisers
     arena.engine.dispose()

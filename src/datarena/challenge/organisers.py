@@ -45,8 +45,11 @@ from datarena.errors import Conflict, Invalid, NotFound, Unauthorized
 ORGANISER_SESSION_HOURS = 12
 MAX_REASON = 500
 TEAM_ACTIONS = ("validate", "refuse", "disable", "enable", "end_sessions")
-PUBLIC_ACTIONS = {"disable", "enable", "disqualify", "restore", "rescore", "open_phase", "close_phase",
-                  "reveal_secret"}  # "grant" stays between the organisers and the team  # the actions that change a board or what a phase means
+# The actions that change a board, a team's standing, the queue of scores or a phase are public
+# (/changes); a refusal's reason is the team's own, so /changes shows that it happened, not why.
+PUBLIC_ACTIONS = {"validate", "refuse", "disable", "enable", "disqualify", "restore", "rescore", "grant",
+                  "cancel_job", "retry_job", "open_phase", "close_phase", "reveal_secret"}
+PRIVATE_REASONS = {"refuse": "(the reason was sent to the team)"}
 AUDIT_COLUMNS = ["id", "at", "actor", "action", "target", "reason", "public"]
 EXPORT_COLUMNS = ["phase", "commitment", "secret", "track", "team", "item", "attempt", "score",
                   "worst_group_accuracy", "detail", "sha256", "submitted_at"]
@@ -370,7 +373,8 @@ class OrganisersMixin(ChallengeState):
                 q = q.where(AuditEntry.public.is_(True))
             rows = list(s.scalars(q))
         return [{"id": r.id, "at": r.at.isoformat(timespec="seconds") + "Z", "actor": r.actor, "action": r.action,
-                 "target": r.target, "reason": r.reason, "public": r.public} for r in rows]
+                 "target": r.target, "public": r.public,
+                 "reason": PRIVATE_REASONS.get(r.action, r.reason) if public_only else r.reason} for r in rows]
 
     def audit_csv(self) -> str:
         buf = io.StringIO()
