@@ -132,11 +132,11 @@ def test_admin_cli(tmp_path, phase_data_cache):
         return subprocess.run([*cli, *args, "--challenge", str(challenge)], capture_output=True, text=True, env=env, timeout=300)
 
     out = run("list-teams")
-    assert out.returncode == 0 and "cli_team" in out.stdout and "no" in out.stdout
+    assert out.returncode == 0 and "cli_team" in out.stdout and "pending" in out.stdout
     bad = run("validate-team", "ghost")
     assert bad.returncode == 2 and "no team named 'ghost'" in bad.stderr
     assert run("validate-team", "cli_team").returncode == 0
-    assert "yes" in run("list-teams").stdout
+    assert "validated" in run("list-teams").stdout
     token = arena.issue_token(arena.login("cli_team", PASSWORD))
     assert arena.team_for_token(token).name == "cli_team"
     revoked = run("revoke-tokens", "CLI_TEAM")  # names are matched case-insensitively
