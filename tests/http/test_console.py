@@ -248,3 +248,25 @@ def test_a_labels_submission_is_disqualified_restored_and_rescored_from_the_cons
     assert rows == [("rescore", f"submission:{sub['submission_id']} (labels)"),
                     ("restore", f"submission:{sub['submission_id']} (labels)"),
                     ("disqualify", f"submission:{sub['submission_id']} (labels)")]
+
+
+def test_organisers_and_organiser_jobs_from_the_console(served):
+    arena, url = served
+    c = organiser_client(url)
+    page = c.get("/organiser/organisers")
+    assert page.status_code == 200 and "olga" in page.text
+    csrf = csrf_of(page.text)
+    made = c.post("/organiser/organisers", data={"csrf_token": csrf, "name": "otto", "password": ORG_PASSWORD, "totp": "1"})
+    assert made.status_code == 201 and "otpauth://totp/" in made.text
+    uri = re.search(r'id="totp-uri">([^<]+)<', made.text).group(1).replace("&amp;", "&")
+    assert organiser_client(url, "otto", ORG_PASSWORD, pyotp.parse_uri(uri).now()).get("/organiser").status_code == 200
+    bad = c.post("/organiser/jobs/submit", data={"csrf_token": csrf, "kind": "no_such_kind", "payload": "{}"})
+    assert bad.status_code == 422 and "unknown job kind" in bad.json()["detail"]
+    bad = c.post("/organiser/jobs/submit", data={"csrf_token": csrf, "kind": "sleep", "payload": "[1"})
+    assert bad.status_code == 422 and "not JSON" in bad.json()["detail"]
+    r = c.post("/organiser/jobs/submit", data={"csrf_token": csrf, "kind": "noop", "payload": "{}"})
+    assert r.status_code == 303
+    rows = arena.audit_entries(limit=2)
+    assert rows[0]["action"] == "submit_job" and rows[1]["action"] == "create_organiser"
+    assert rows[1]["actor"] == "organiser:olga" and rows[1]["target"] == "organiser:otto"
+    assert '<meta http-equiv="refresh"' in c.get("/organiser/jobs").text  # the queue page follows itself

@@ -40,7 +40,7 @@ from datarena.challenge.models import (
 )
 from datarena.challenge.state import ChallengeState
 from datarena.db import utcnow
-from datarena.errors import Conflict, Invalid, NotFound, Unauthorized
+from datarena.errors import ConfigError, Conflict, Invalid, NotFound, Unauthorized
 
 ORGANISER_SESSION_HOURS = 12
 MAX_REASON = 500
@@ -86,7 +86,11 @@ class OrganisersMixin(ChallengeState):
 
     # ---------------------------------------------------------------- accounts and sessions
 
-    def create_organiser(self, name: str, password: str, totp: bool = False) -> str | None:
+    def organiser_names(self) -> list[str]:
+        with self.Session() as s:
+            return list(s.scalars(select(Organiser.name).order_by(Organiser.id)))
+
+    def create_organiser(self, name: str, password: str, totp: bool = False, actor: str = "cli") -> str | None:
         """A new organiser account; with `totp`, returns the provisioning URI of its second factor."""
         import pyotp
 
@@ -96,7 +100,7 @@ class OrganisersMixin(ChallengeState):
         with self.Session() as s:
             s.add(Organiser(name=name, name_key=team_name_key(name), password_hash=self.passwords.hash(password),
                             totp_secret=secret))
-            record(s, "cli", "create_organiser", f"organiser:{name}", "with TOTP" if totp else "")
+            record(s, actor, "create_organiser", f"organiser:{name}", "with TOTP" if totp else "")
             try:
                 s.commit()
             except IntegrityError:
@@ -339,6 +343,25 @@ class OrganisersMixin(ChallengeState):
             record(s, actor, f"{action}_job", f"job:{job_id} ({job.kind})")
             s.commit()
         return {"job": job_id, "state": job.state}
+
+    def submit_job(self, kind: str, payload: str, queue: str | None = None, actor: str = "cli"):
+        """Queue an organiser job (e.g. a shard of a dataset to render); `payload` is JSON text. Audited."""
+        from datarena.jobs.store import JobError
+
+        try:
+            body = json.loads(payload or "{}")
+        except json.JSONDecodeError as exc:
+            raise Invalid(f"the payload is not JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise Invalid("the payload must be a JSON object, e.g. {\"seconds\": 1}.")
+        try:
+            job = self.jobs.submit(kind, body, owner="organiser", queue=queue or None)
+        except (JobError, ConfigError) as exc:  # an unknown kind or queue is the organiser's to fix
+            raise Invalid(str(exc)) from None
+        with self.Session() as s:
+            record(s, actor, "submit_job", f"job:{job.id} ({job.kind})")
+            s.commit()
+        return job
 
     # ---------------------------------------------------------------- results and verification
 

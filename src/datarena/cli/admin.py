@@ -15,7 +15,6 @@ from datarena.cli.common import (
     app,
     console,
 )
-from datarena.errors import DatarenaError
 
 admin_app = typer.Typer(help="Organiser commands on a challenge's database.", no_args_is_help=True)
 app.add_typer(admin_app, name="admin")
@@ -125,15 +124,15 @@ def jobs_show(job_id: int, challenge: Path = CHALLENGE, data_dir: Path = DATA_DI
 @jobs_app.command("cancel")
 def jobs_cancel(job_id: int, challenge: Path = CHALLENGE, data_dir: Path = DATA_DIR) -> None:
     """Cancel a job: a queued one never runs, a running one stops at its next heartbeat."""
-    j = _arena(challenge, data_dir).jobs.cancel(job_id)
-    console.print(f"job {j.id}: {j.state}{' (stopping at its next heartbeat)' if j.state == 'running' else ''}")
+    j = _arena(challenge, data_dir).job_action(job_id, "cancel", "cli")
+    console.print(f"job {j['job']}: {j['state']}{' (stopping at its next heartbeat)' if j['state'] == 'running' else ''}")
 
 
 @jobs_app.command("retry")
 def jobs_retry(job_id: int, challenge: Path = CHALLENGE, data_dir: Path = DATA_DIR) -> None:
     """Queue a failed or cancelled job again (attempts start from zero)."""
-    j = _arena(challenge, data_dir).jobs.retry(job_id)
-    console.print(f"job {j.id}: {j.state}")
+    j = _arena(challenge, data_dir).job_action(job_id, "retry", "cli")
+    console.print(f"job {j['job']}: {j['state']}")
 
 
 @jobs_app.command("submit")
@@ -142,11 +141,5 @@ def jobs_submit(kind: str = typer.Argument(..., help="score_dataset, render_scen
                 queue: str = typer.Option(None, "--queue", help="cpu or gpu (default: the kind's)."),
                 challenge: Path = CHALLENGE, data_dir: Path = DATA_DIR) -> None:
     """Queue an organiser job, e.g. a shard of a dataset to render."""
-    import json
-
-    try:
-        body = json.loads(payload)
-    except json.JSONDecodeError as exc:
-        raise DatarenaError(f"--payload is not JSON: {exc}") from None
-    j = _arena(challenge, data_dir).jobs.submit(kind, body, owner="organiser", queue=queue)
+    j = _arena(challenge, data_dir).submit_job(kind, payload, queue, "cli")
     console.print(f"queued job {j.id} ({j.kind} on {j.queue}); follow it with `datarena admin jobs show {j.id}`")

@@ -188,6 +188,31 @@ def mount(app: FastAPI, pages: web.Pages, limit: int) -> None:
         return page(request, "console_jobs.html", {"organiser": who, "jobs": jobs, "state": state,
                                                    "mode": arena.jobs.mode, "heading": "Jobs"})
 
+    @app.post(f"{PREFIX}/jobs/submit", include_in_schema=False)
+    async def console_submit_job(request: Request):
+        who, data = await action_form(request)
+        await run_in_threadpool(arena.submit_job, web.text_field(data, "kind", 64), web.text_field(data, "payload", 8192),
+                                web.text_field(data, "queue", 16), who.actor)
+        return RedirectResponse(f"{PREFIX}/jobs", status_code=303)
+
+    @app.get(f"{PREFIX}/organisers", response_class=HTMLResponse, include_in_schema=False)
+    def console_organisers(request: Request):
+        try:
+            who = organiser(request)
+        except Unauthorized:
+            return login_redirect()
+        return page(request, "console_organisers.html", {"organiser": who, "organisers": arena.organiser_names(),
+                                                          "heading": "Organisers"})
+
+    @app.post(f"{PREFIX}/organisers", response_class=HTMLResponse, include_in_schema=False)
+    async def console_create_organiser(request: Request):
+        who, data = await action_form(request)
+        uri = await run_in_threadpool(arena.create_organiser, web.text_field(data, "name", 64),
+                                      web.text_field(data, "password", 256), bool(data.get("totp")), who.actor)
+        return page(request, "console_organisers.html", {
+            "organiser": who, "organisers": arena.organiser_names(), "heading": "Organisers",
+            "created": web.text_field(data, "name", 64), "totp_uri": uri}, status=201)
+
     @app.post(f"{PREFIX}/jobs/{{job_id}}/{{action}}", include_in_schema=False)
     async def console_job_action(request: Request, job_id: web.DbId, action: str):
         who, _ = await action_form(request)
