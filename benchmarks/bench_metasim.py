@@ -102,11 +102,17 @@ def random_family(family_seed: int, count: int, only: list[int] | None, loss: st
 
 
 def random_aerial(family_seed: int, count: int, only: list[int] | None, epochs: int | None, seed: int,
-                  eval_seeds: int | None, loss: str | None) -> None:
+                  eval_seeds: int | None, loss: str | None, grids: str | None = None) -> None:
     """aerial -> targets drawn around aerial_target (datarena.metasim.targets.aerial_targets): per target the
     car IoU (the aerial_scenes instrument) of prior / learned / oracle, learned car attributes against the
     target's, seconds."""
-    from datarena.metasim.aerial import AerialConfig, evaluate_aerial, node_attributes, train_aerial
+    from datarena.metasim.aerial import (
+        AerialConfig,
+        evaluate_aerial,
+        node_attributes,
+        save_aerial_grid,
+        train_aerial,
+    )
     from datarena.metasim.targets import aerial_targets
     from datarena.scenes.graph import sample_graphs
 
@@ -128,6 +134,8 @@ def random_aerial(family_seed: int, count: int, only: list[int] | None, epochs: 
         probe = sample_graphs(target, 192, seed + 5)
         want, got = node_attributes(probe.attrs, target, probe), res.report["attributes_learned"]
         ratios.append(learned / o)
+        if grids:  # prior / learned (the same scenes through the generator) / target, one PNG per target
+            save_aerial_grid("aerial", target, res.generator, grids.replace("{which}", target.name), seed=seed)
         print(f"{target.name:18s} {p:6.3f} {learned:7.3f} {o:6.3f} {learned / o:5.2f} {p / o:5.2f} | "
               f"{want['car.heading']:10.1f} {got['car.heading']:7.1f} {want['car.lateral']:9.1f} {got['car.lateral']:7.1f} "
               f"{time.perf_counter() - t0:5.0f}   ({target.description})", flush=True)
@@ -221,8 +229,8 @@ def main() -> None:
     parser.add_argument("--loss", choices=["both", "mmd", "task"], help="random: the loss (default: MetaSimConfig's)")
     parser.add_argument("--restarts", type=int, help="random / mnist: rotation restarts (default: MetaSimConfig's)")
     parser.add_argument("--select-by", choices=["task", "mmd"], default="task", help="random: how the restart is chosen")
-    parser.add_argument("--grids", help="random: write prior/learned/target PNGs of the best and worst target, "
-                                        "e.g. docs/img/metasim_random_{which}.png")
+    parser.add_argument("--grids", help="random: write prior/learned/target PNGs of the best and worst target "
+                                        "(aerial: of every target, {which} = its name), e.g. docs/img/metasim_random_{which}.png")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--ablation-seeds", type=int, nargs="*", default=[0], help="aerial: seeds that also run the ablation rows")
     parser.add_argument("--png", help="aerial: write a PNG of prior / learned / target scenes here")
@@ -254,7 +262,8 @@ def main() -> None:
         return
     args.epochs = args.epochs or MetaSimConfig().epochs
     if args.pair == "random" and args.kind == "aerial":
-        random_aerial(args.family, args.targets or 5, args.only, args.epochs, args.seeds[0], args.eval_seeds, args.loss)
+        random_aerial(args.family, args.targets or 5, args.only, args.epochs, args.seeds[0], args.eval_seeds, args.loss,
+                      args.grids)
         return
     if args.pair == "random":
         random_family(args.family, args.targets or 10, args.only, args.loss or MetaSimConfig().loss, args.epochs,
