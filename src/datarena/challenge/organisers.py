@@ -203,11 +203,11 @@ class OrganisersMixin(ChallengeState):
 
         with self.Session() as s:
             rows = s.execute(select(DatasetSubmission, Team.email).join(Team, Team.id == DatasetSubmission.team_id)
-                             .where(DatasetSubmission.job_id.is_not(None), Team.email.is_not(None))).all()
+                             .where(DatasetSubmission.job_id.is_not(None), Team.email.is_not(None),
+                                    (DatasetSubmission.notified_job.is_(None))
+                                    | (DatasetSubmission.notified_job != DatasetSubmission.job_id))).all()
             sent = 0
-            for sub, email in rows:
-                if sub.notified_job == sub.job_id:
-                    continue
+            for sub, email in rows:  # only submissions whose current job has not been announced
                 job = self.jobs.get(sub.job_id)
                 if job.state not in DONE:
                     continue

@@ -20,6 +20,10 @@ from datarena.errors import Invalid, NotFound, Unauthorized
 from datarena.http import web
 
 PREFIX = "/organiser"
+
+
+class LoginRequired(Exception):
+    """A console page asked for without an organiser session (answered with a redirect to the login)."""
 TEAM_STATES = ("pending", "validated", "refused", "disabled")
 
 
@@ -33,8 +37,16 @@ def mount(app: FastAPI, pages: web.Pages, limit: int) -> None:
         return pages.render(request, template, {"organiser": ctx.pop("organiser", None), **ctx}, status,
                             session_cookie=web.ORGANISER_COOKIE)
 
-    def login_redirect() -> RedirectResponse:
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, exc: LoginRequired):
         return RedirectResponse(f"{PREFIX}/login", status_code=303)
+
+    def page_organiser(request: Request) -> OrganiserRef:
+        """The organiser of a console page; without a session the browser goes to the login form."""
+        try:
+            return organiser(request)
+        except Unauthorized:
+            raise LoginRequired() from None
 
     async def action_form(request: Request) -> tuple[OrganiserRef, dict]:
         who = await run_in_threadpool(organiser, request)
@@ -71,10 +83,7 @@ def mount(app: FastAPI, pages: web.Pages, limit: int) -> None:
 
     @app.get(PREFIX, response_class=HTMLResponse, include_in_schema=False)
     def console_overview(request: Request):
-        try:
-            who = organiser(request)
-        except Unauthorized:
-            return login_redirect()
+        who = page_organiser(request)
         try:
             phase = arena.phase_json(arena.current_phase())
         except NotFound:
@@ -91,10 +100,7 @@ def mount(app: FastAPI, pages: web.Pages, limit: int) -> None:
 
     @app.get(f"{PREFIX}/teams", response_class=HTMLResponse, include_in_schema=False)
     def console_teams(request: Request, q: str = Query("", max_length=64), state: str = Query("", max_length=16)):
-        try:
-            who = organiser(request)
-        except Unauthorized:
-            return login_redirect()
+        who = page_organiser(request)
         if state and state not in TEAM_STATES:
             state = ""
         return page(request, "console_teams.html", {
@@ -111,10 +117,7 @@ def mount(app: FastAPI, pages: web.Pages, limit: int) -> None:
 
     @app.get(f"{PREFIX}/phases", response_class=HTMLResponse, include_in_schema=False)
     def console_phases(request: Request):
-        try:
-            who = organiser(request)
-        except Unauthorized:
-            return login_redirect()
+        who = page_organiser(request)
         rows = [{**arena.phase_json(ph), "number": ph.number, "closed": arena.phase_closed(ph)} for ph in arena.phases()]
         return page(request, "console_phases.html", {"organiser": who, "phases": rows, "heading": "Phases"})
 
@@ -142,10 +145,7 @@ def mount(app: FastAPI, pages: web.Pages, limit: int) -> None:
     @app.get(f"{PREFIX}/tracks/{{track_id}}/submissions", response_class=HTMLResponse, include_in_schema=False)
     def console_submissions(request: Request, track_id: str, team: str = Query("", max_length=64),
                             state: str = Query("", max_length=16)):
-        try:
-            who = organiser(request)
-        except Unauthorized:
-            return login_redirect()
+        who = page_organiser(request)
         track = arena.track(track_id[:32])
         states = (("queued", "running", "finished", "failed", "cancelled", "disqualified") if track.kind == "dataset"
                   else ("scored", "disqualified"))
@@ -180,10 +180,7 @@ def mount(app: FastAPI, pages: web.Pages, limit: int) -> None:
 
     @app.get(f"{PREFIX}/jobs", response_class=HTMLResponse, include_in_schema=False)
     def console_jobs(request: Request, state: str = Query("", max_length=16)):
-        try:
-            who = organiser(request)
-        except Unauthorized:
-            return login_redirect()
+        who = page_organiser(request)
         jobs = [j.as_json() for j in arena.jobs.list(state or None, limit=100)]
         return page(request, "console_jobs.html", {"organiser": who, "jobs": jobs, "state": state,
                                                    "mode": arena.jobs.mode, "heading": "Jobs"})
@@ -197,10 +194,7 @@ def mount(app: FastAPI, pages: web.Pages, limit: int) -> None:
 
     @app.get(f"{PREFIX}/organisers", response_class=HTMLResponse, include_in_schema=False)
     def console_organisers(request: Request):
-        try:
-            who = organiser(request)
-        except Unauthorized:
-            return login_redirect()
+        who = page_organiser(request)
         return page(request, "console_organisers.html", {"organiser": who, "organisers": arena.organiser_names(),
                                                           "heading": "Organisers"})
 
@@ -221,10 +215,7 @@ def mount(app: FastAPI, pages: web.Pages, limit: int) -> None:
 
     @app.get(f"{PREFIX}/audit", response_class=HTMLResponse, include_in_schema=False)
     def console_audit(request: Request):
-        try:
-            who = organiser(request)
-        except Unauthorized:
-            return login_redirect()
+        who = page_organiser(request)
         return page(request, "console_audit.html", {"organiser": who, "rows": arena.audit_entries(),
                                                     "heading": "Audit log"})
 

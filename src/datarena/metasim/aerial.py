@@ -71,6 +71,7 @@ class AerialConfig(TrainerConfig):
     eval_overrides: dict = Field(default_factory=dict, description="overrides of that preset (tests)")
     eval_images: int = Field(400, ge=1, description="renders of each scored dataset (prior / learned / target)")
     test_images: int = Field(200, ge=1, description="held-out target renders the IoU is measured on")
+    restarts: int = Field(1, ge=1, le=1, description="scene graphs have no restarts yet (issue 33)")
 
 
 @dataclass

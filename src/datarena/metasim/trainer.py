@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field
 
+from datarena.errors import ConfigError
 from datarena.metasim.reinforce import moving_baseline, reinforce
 from datarena.progress import progress_bar
 
@@ -80,11 +81,12 @@ class Problem(ABC):
 
     def turn_periodic(self, fraction: float) -> None:
         """Move the generator's output `fraction` of a full turn on every periodic attribute (restarts)."""
-        raise NotImplementedError(f"{type(self).__name__} has no periodic attributes to restart over")
+        raise ConfigError(f"{type(self).__name__} cannot restart over periodic attributes; use restarts: 1.")
 
     def task_score(self) -> float:
         """A low-variance task score of the generator as it is now (chooses among restarts; higher is better)."""
-        raise NotImplementedError(f"{type(self).__name__} has no task score")
+        raise ConfigError(f"{type(self).__name__} has no task score to choose restarts by; use select_by: mmd "
+                          f"or restarts: 1.")
 
 
 def task_surrogate(problem: Problem, cfg: TrainerConfig, epoch: int, explore: np.random.Generator,
