@@ -39,6 +39,7 @@ from datarena.challenge.models import (
     Token,
 )
 from datarena.challenge.state import ChallengeState
+from datarena.challenge.teams import team_by_name
 from datarena.db import utcnow
 from datarena.errors import ConfigError, Conflict, Invalid, NotFound, Unauthorized
 
@@ -167,9 +168,7 @@ class OrganisersMixin(ChallengeState):
             raise Invalid(f"unknown team action {action!r}; actions are {', '.join(TEAM_ACTIONS)}.")
         reason = clean_reason(reason, action in ("refuse", "disable"), action)
         with self.Session() as s:
-            team = s.scalars(select(Team).where(Team.name_key == team_name_key(name))).first()
-            if team is None:
-                raise NotFound(f"no team named {name!r}; `datarena admin list-teams` shows them.")
+            team = team_by_name(s, name)
             ended = None
             if action == "end_sessions":  # every token and web session of the team ends now
                 ended = s.execute(update(Token).where(Token.team_id == team.id, Token.revoked_at.is_(None))
@@ -185,7 +184,7 @@ class OrganisersMixin(ChallengeState):
                 team.disabled = False
             record(s, actor, action, f"team:{team.name}", reason)
             s.commit()
-            out, email = {"name": team.name, "state": team.state, "sessions_ended": ended}, team.email
+            out, email = {"id": team.id, "name": team.name, "state": team.state, "sessions_ended": ended}, team.email
         self._tokens.clear()  # a cached session of this team must not outlive the change
         if email and action in ("validate", "refuse"):
             title = self.spec.title
@@ -313,9 +312,7 @@ class OrganisersMixin(ChallengeState):
             raise Invalid("grant between 1 and 100 extra submissions.")
         reason = clean_reason(reason, True, "grant")
         with self.Session() as s:
-            team = s.scalars(select(Team).where(Team.name_key == team_name_key(name))).first()
-            if team is None:
-                raise NotFound(f"no team named {name!r}; `datarena admin list-teams` shows them.")
+            team = team_by_name(s, name)
             phase = self.current_phase(s)
             s.add(QuotaGrant(team_id=team.id, track_id=track_id, phase_id=phase.id, extra=extra))
             record(s, actor, "grant", f"team:{team.name} ({track_id})", f"+{extra}: {reason}")

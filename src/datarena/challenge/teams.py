@@ -20,7 +20,7 @@ from datarena.challenge.models import Team, Token
 from datarena.challenge.notify import check_email
 from datarena.challenge.state import ChallengeState
 from datarena.db import utcnow
-from datarena.errors import Conflict, Forbidden, Invalid, Unauthorized
+from datarena.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
 
 TOKEN_CACHE_S = 5.0  # a validated team's token is re-read from the database at most this often
 
@@ -32,6 +32,14 @@ class TeamRef:
     id: int
     name: str
     validated: bool
+
+
+def team_by_name(s, name: str) -> Team:
+    """The team row of a name as registered or as typed in any case or width (NotFound otherwise)."""
+    team = s.scalars(select(Team).where(Team.name_key == team_name_key(name))).first()
+    if team is None:
+        raise NotFound(f"no team named {name!r}; `datarena admin list-teams` shows them.")
+    return team
 
 
 def barred(name: str, disabled: bool, refusal: str | None) -> None:
@@ -148,12 +156,10 @@ class TeamsMixin(ChallengeState):
     def validate_team(self, name: str, validated: bool = True, actor: str = "cli") -> TeamRef:
         """Validate a team (or take its validation back: a refusal); audited (`team_action`)."""
         if validated:
-            self.team_action(name, "validate", actor)
+            out = self.team_action(name, "validate", actor)
         else:
-            self.team_action(name, "refuse", actor, "validation taken back by an organiser")
-        with self.Session() as s:
-            team = s.scalars(select(Team).where(Team.name_key == team_name_key(name))).one()
-            return TeamRef(team.id, team.name, team.validated)
+            out = self.team_action(name, "refuse", actor, "validation taken back by an organiser")
+        return TeamRef(out["id"], out["name"], out["state"] == "validated")
 
     def list_teams(self) -> list[dict]:
         with self.Session() as s:
