@@ -14,6 +14,8 @@ target test accuracy and the learned attributes; goal (issue 33) learned >= 0.95
 >= 80 %. Family 0 is the tuning family; reported figures use family 1.
 Run: .venv/bin/python benchmarks/bench_metasim.py --pair random --family 1 [--kind aerial] [--select-by mmd] [--loss both]
      [--restarts 1] [--only 0 3] [--grids docs/img/metasim_random_{which}.png]
+     (aerial: [--restarts 4] restarts over the road angle chosen by a CarProxy task score; [--eval-seeds 1];
+     [--cache prior-oracle.json] keeps each target's prior and oracle IoU between runs)
      .venv/bin/python benchmarks/bench_metasim.py [--seeds 0 1 2] [--pairs mnist bigmnist] [--no-ablation] [--losses mmd task]
      .venv/bin/python benchmarks/bench_metasim.py --baselines-only --seeds 0 1 2 3 4   (prior and oracle only, ~40 s each)
      .venv/bin/python benchmarks/bench_metasim.py --pair aerial --seeds 0 1 2 [--ablation-seeds 0] [--png docs/img/aerial_scenes.png] [--diagnose]
@@ -22,6 +24,7 @@ Run: .venv/bin/python benchmarks/bench_metasim.py --pair random --family 1 [--ki
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -102,10 +105,12 @@ def random_family(family_seed: int, count: int, only: list[int] | None, loss: st
 
 
 def random_aerial(family_seed: int, count: int, only: list[int] | None, epochs: int | None, seed: int,
-                  eval_seeds: int | None, loss: str | None, grids: str | None = None) -> None:
+                  eval_seeds: int | None, loss: str | None, grids: str | None = None, restarts: int | None = None,
+                  select_by: str = "task", cache: Path | None = None) -> None:
     """aerial -> targets drawn around aerial_target (datarena.metasim.targets.aerial_targets): per target the
     car IoU (the aerial_scenes instrument) of prior / learned / oracle, learned car attributes against the
-    target's, seconds."""
+    target's, seconds. `cache`: a JSON file keeping each target's prior and oracle IoU (they do not depend
+    on the generator) between runs."""
     from datarena.metasim.aerial import (
         AerialConfig,
         evaluate_aerial,
@@ -126,11 +131,23 @@ def random_aerial(family_seed: int, count: int, only: list[int] | None, epochs: 
     for i, target in enumerate(aerial_targets(family_seed, count)):
         if only and i not in only:
             continue
-        cfg = AerialConfig(seed=seed, eval_overrides=over, **base, **({"loss": loss} if loss else {}))
+        cfg = AerialConfig(seed=seed, eval_overrides=over, select_by=select_by, **base, **({"loss": loss} if loss else {}),
+                           **({"restarts": restarts} if restarts else {}))
         t0 = time.perf_counter()
         res = train_aerial("aerial", target, cfg, show_progress=False)
-        ev = evaluate_aerial("aerial", target, cfg, res.generator)
+        train_s = time.perf_counter() - t0
+        key = f"{target.name} seed {seed} eval {eval_seeds or 'preset'}"
+        known = json.loads(cache.read_text()) if cache and cache.exists() else {}
+        which = ("learned",) if key in known else ("prior", "learned", "target_oracle")
+        ev = evaluate_aerial("aerial", target, cfg, res.generator, which)
+        if key in known:
+            ev |= {k: {"car_iou": v} for k, v in known[key].items()}
+        elif cache:
+            cache.write_text(json.dumps(known | {key: {k: ev[k]["car_iou"] for k in ("prior", "target_oracle")}}, indent=1))
         p, learned, o = (ev[k]["car_iou"] for k in ("prior", "learned", "target_oracle"))
+        for r in res.report["restarts"]:
+            print(f"    start turn {r['start_turn']:.2f}: MMD {r['mmd']:.3f}, task score {r.get('task_score', float('nan')):.3f}"
+                  f"{'  <- chosen' if r.get('chosen') else ''}")
         probe = sample_graphs(target, 192, seed + 5)
         want, got = node_attributes(probe.attrs, target, probe), res.report["attributes_learned"]
         ratios.append(learned / o)
@@ -138,7 +155,7 @@ def random_aerial(family_seed: int, count: int, only: list[int] | None, epochs: 
             save_aerial_grid("aerial", target, res.generator, grids.replace("{which}", target.name), seed=seed)
         print(f"{target.name:18s} {p:6.3f} {learned:7.3f} {o:6.3f} {learned / o:5.2f} {p / o:5.2f} | "
               f"{want['car.heading']:10.1f} {got['car.heading']:7.1f} {want['car.lateral']:9.1f} {got['car.lateral']:7.1f} "
-              f"{time.perf_counter() - t0:5.0f}   ({target.description})", flush=True)
+              f"{time.perf_counter() - t0:5.0f}   (training {train_s:.0f} s; {target.description})", flush=True)
     print(f"learned / oracle >= 0.90 on {sum(r >= 0.9 for r in ratios)} of {len(ratios)} targets; "
           f"median {float(np.median(ratios)):.3f}, min {min(ratios):.3f}", flush=True)
 
@@ -228,6 +245,7 @@ def main() -> None:
     parser.add_argument("--only", type=int, nargs="*", help="random: run only these target indices")
     parser.add_argument("--loss", choices=["both", "mmd", "task"], help="random: the loss (default: MetaSimConfig's)")
     parser.add_argument("--restarts", type=int, help="random / mnist: rotation restarts (default: MetaSimConfig's)")
+    parser.add_argument("--cache", type=Path, help="random aerial: JSON file keeping each target's prior and oracle IoU")
     parser.add_argument("--select-by", choices=["task", "mmd"], default="task", help="random: how the restart is chosen")
     parser.add_argument("--grids", help="random: write prior/learned/target PNGs of the best and worst target "
                                         "(aerial: of every target, {which} = its name), e.g. docs/img/metasim_random_{which}.png")
@@ -263,7 +281,7 @@ def main() -> None:
     args.epochs = args.epochs or MetaSimConfig().epochs
     if args.pair == "random" and args.kind == "aerial":
         random_aerial(args.family, args.targets or 5, args.only, args.epochs, args.seeds[0], args.eval_seeds, args.loss,
-                      args.grids)
+                      args.grids, args.restarts, args.select_by, args.cache)
         return
     if args.pair == "random":
         random_family(args.family, args.targets or 10, args.only, args.loss or MetaSimConfig().loss, args.epochs,

@@ -1,14 +1,15 @@
 """Does the dataset score resolve dataset quality? The quality ladder through the scoring instrument.
 
-Builds six aerial datasets whose order is known by construction (datarena.evaluate.ladder):
-target grammar (N renders), the first N/8 of them, the N with 30 % / 60 % of the objects'
-labels corrupted, the prior grammar, and a Meta-Sim generator learned from the prior; scores
+Builds aerial datasets whose order is known by construction (datarena.evaluate.ladder): target
+grammar (N renders), the first N/8 of them (reported; no chain), the first S renders and the
+first S/8 (the quantity chain, S = 8 by default), the N with 30 % / 60 % of the objects' labels
+corrupted, the prior grammar, and a Meta-Sim generator learned from the prior; scores
 each with `score_dataset` (the one instrument the dataset track uses) at every training seed;
 prints each rung's mean, sigma, 95 % interval and seconds per run, the adjacent separations
 in units of the preset's seed sigma, and Spearman's rho of every chain at every seed.
 
 Run: .venv/bin/python benchmarks/bench_scoring.py [--preset aerial_scenes] [--seeds 0 1 2]
-     [--n 400] [--test 200] [--workers 2] [--set iterations=150 ...] [--generator generator.pt]
+     [--n 400] [--small 8] [--test 200] [--workers 2] [--set iterations=150 ...] [--generator generator.pt]
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-RUNGS = ("target", "target_n8", "corrupt30", "corrupt60", "prior", "learned")
+RUNGS = ("target", "target_n8", "small", "small_n8", "corrupt30", "corrupt60", "prior", "learned")
 
 
-def build(work: Path, n: int, n_test: int, generator: Path | None) -> dict[str, Path]:
+def build(work: Path, n: int, small: int, n_test: int, generator: Path | None) -> dict[str, Path]:
     """Render (once) every rung's dataset and the test set under `work`."""
     from datarena.evaluate.ladder import corrupt_dataset
     from datarena.scenes.writers import write_dataset
@@ -39,6 +40,8 @@ def build(work: Path, n: int, n_test: int, generator: Path | None) -> dict[str, 
     render("test", "aerial_target", n_test, 12345)
     render("target", "aerial_target", n, 7)
     render("target_n8", "aerial_target", n // 8, 7)  # scene i depends on (seed, i) alone: the first N/8 of "target"
+    render("small", "aerial_target", small, 7)
+    render("small_n8", "aerial_target", max(1, small // 8), 7)
     render("prior", "aerial", n, 7)
     for frac, name in ((0.3, "corrupt30"), (0.6, "corrupt60")):
         if not paths[name].exists():
@@ -94,6 +97,7 @@ def main() -> None:
     ap.add_argument("--set", nargs="*", default=[], help="budget overrides, key=value (JSON values)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--n", type=int, default=400, help="renders per dataset (the N/8 rung gets n // 8)")
+    ap.add_argument("--small", type=int, default=8, help="renders of the quantity chain's larger rung (the other gets small // 8)")
     ap.add_argument("--test", type=int, default=200, help="held-out target renders scored on")
     ap.add_argument("--rungs", nargs="+", default=list(RUNGS), choices=RUNGS)
     ap.add_argument("--workers", type=int, default=2, help="runs in parallel (each with 2 // workers threads)")
@@ -107,7 +111,7 @@ def main() -> None:
     from datarena.evaluate.uncertainty import score_interval
 
     overrides = parse_overrides(args.set)
-    paths = build(args.work, args.n, args.test, args.generator)
+    paths = build(args.work, args.n, args.small, args.test, args.generator)
     tag = "-".join([args.preset, *(f"{k}{v}" for k, v in sorted(overrides.items()))]).replace("/", "_")
     threads = max(1, (os.cpu_count() or 2) // args.workers)
     jobs = [(r, s, paths[r], paths["test"], args.preset, overrides, args.work / "runs" / tag / f"{r}-{s}", threads)
@@ -131,7 +135,7 @@ def main() -> None:
                       "s_per_run": float(np.mean([r["seconds"] for r in rs])),
                       "car": float(np.mean([r["per_class"].get("car", float("nan")) for r in rs]))}
     sigma = float(np.sqrt(np.mean([rows[r]["std"] ** 2 for r in rows])))  # the preset's pooled seed sigma
-    print(f"\npreset {args.preset} {overrides or ''}; N = {args.n}, test = {args.test} target renders; seeds {args.seeds}; "
+    print(f"\npreset {args.preset} {overrides or ''}; N = {args.n}, S = {args.small}, test = {args.test} target renders; seeds {args.seeds}; "
           f"{len(runs)} runs in {wall:.0f} s ({args.workers} in parallel, {threads} thread(s) each)")
     print(f"{'rung':<10} {'mean':>7} {'sigma':>7} {'95% interval':>17} {'car IoU':>8} {'s/run':>6}   per seed")
     for rung, r in rows.items():
@@ -152,6 +156,9 @@ def main() -> None:
         per_seed = [spearman({r: by[(r, s)]["miou"] for r in chain}, chain) for s in args.seeds]
         rhos += per_seed
         print(f"  Spearman rho of {' > '.join(chain)} per seed: {' '.join(f'{x:+.2f}' for x in per_seed)}")
+    if "target" in rows and "target_n8" in rows:  # reported, no chain (datarena.evaluate.ladder)
+        gap = rows["target"]["mean"] - rows["target_n8"]["mean"]
+        print(f"  (no chain) target > target_n8 at N = {args.n}: gap {gap:+.4f} = {gap / sigma:+.1f} sigma")
     if rhos:
         print(f"smallest adjacent separation: {worst:.1f} sigma (goal >= 3); Spearman rho 1.0 at every seed and chain: "
               f"{'yes' if min(rhos) == 1.0 else 'NO'}")

@@ -63,7 +63,7 @@ def test_corruption_refuses_what_it_cannot_do(aerial, tmp_path):
 
 
 def test_spearman_of_the_known_chains():
-    scores = {"target": 0.7, "target_n8": 0.6, "corrupt30": 0.65, "corrupt60": 0.5, "prior": 0.4, "learned": 0.55}
+    scores = {"target": 0.7, "small": 0.62, "small_n8": 0.6, "corrupt30": 0.65, "corrupt60": 0.5, "prior": 0.4, "learned": 0.55}
     assert all(spearman(scores, chain) == 1.0 for chain in CHAINS)
     assert spearman({**scores, "corrupt60": 0.69}, ("target", "corrupt30", "corrupt60")) == pytest.approx(0.5)
     assert spearman({**scores, "prior": 0.9}, ("learned", "prior")) == -1.0

@@ -315,3 +315,37 @@ def test_pixel_noise_comes_from_each_scenes_seed_not_its_attributes():
     inside = (a > 0) & (a < 1) & (b > 0) & (b < 1)  # where the [0, 1] clamp left the noise alone
     assert inside.float().mean() > 0.9 and torch.allclose(noise_a[inside], noise_b[inside], atol=1e-5)
     assert not torch.allclose(noise_a[0], noise_a[1])  # each scene its own draw
+
+
+def test_graph_restarts_turn_only_periodic_attributes_and_choose_by_the_task_score():
+    """A restart of the graph generator starts a fraction of a full turn away on every periodic
+    attribute (the road's unbounded angle) and nowhere else; the restart with the best task score
+    continues; a grammar with nothing periodic refuses restarts with a message that says so."""
+    from datarena.metasim.aerial import AerialConfig, GraphProblem, train_aerial
+    from datarena.metasim.graph_generator import GraphGenerator
+
+    gen = GraphGenerator(AERIAL)
+    probe = sample_graphs(AERIAL, 6, seed=3)
+    with torch.no_grad():
+        before = gen(probe)
+        assert gen.turn_periodic(0.25) == 1  # road.angle; car.heading is bounded [0, 90]: no turn
+        moved = gen(probe) - before
+    road = (probe.type_id == AERIAL.order().index("road")) & probe.present
+    angle = ATTRIBUTES.index("angle")
+    assert torch.allclose(moved[..., angle][road], torch.full((int(road.sum()),), 90.0), atol=1e-4)
+    moved[..., angle][road] = 0.0
+    assert moved.abs().max() < 1e-5  # every other attribute, every other node: untouched
+
+    fixed = parse_graph_grammar(_with({"types.road.mutable": ["width"]}), "no periodic attribute")
+    problem = GraphProblem(fixed, AerialConfig(), GraphGenerator(fixed), None, None, None, None, None, None)
+    with pytest.raises(ConfigError, match="no periodic attribute"):
+        problem.turn_periodic(0.5)
+
+    cfg = AerialConfig(epochs=2, batch=8, target_images=16, restarts=3, restart_epochs=1, score_images=16,
+                       score_steps=2, reward_images=16)
+    res = train_aerial(cfg=cfg, show_progress=False)
+    rows = res.report["restarts"]
+    assert [r["start_turn"] for r in rows] == pytest.approx([0, 1 / 3, 2 / 3])
+    chosen = [i for i, r in enumerate(rows) if r.get("chosen")]
+    assert chosen == [max(range(3), key=lambda i: rows[i]["task_score"])]
+    assert res.generator.turn[res.generator.periodic].item() == pytest.approx(4 * rows[chosen[0]]["start_turn"])

@@ -30,9 +30,16 @@ from pydantic import Field
 from torch import nn
 
 from datarena.data.segmentation import SegmentationSet
+from datarena.errors import ConfigError
 from datarena.metasim.features import FeatureNet, PatchStatsNet, median_bandwidths, mmd2
 from datarena.metasim.graph_generator import GraphGenerator
-from datarena.metasim.trainer import Problem, TrainerConfig, fit, plot_curves, save_run
+from datarena.metasim.trainer import (
+    Problem,
+    TrainerConfig,
+    fit_with_restarts,
+    plot_curves,
+    save_run,
+)
 from datarena.scenes.graph import (
     ATTRIBUTES,
     SceneGraphBatch,
@@ -71,7 +78,8 @@ class AerialConfig(TrainerConfig):
     eval_overrides: dict = Field(default_factory=dict, description="overrides of that preset (tests)")
     eval_images: int = Field(400, ge=1, description="renders of each scored dataset (prior / learned / target)")
     test_images: int = Field(200, ge=1, description="held-out target renders the IoU is measured on")
-    restarts: int = Field(1, ge=1, le=1, description="scene graphs have no restarts yet (issue 33)")
+    score_images: int = Field(256, ge=8, description="renders of each restart's task score")
+    score_steps: int = Field(150, ge=1, description="CarProxy steps of each restart's task score")
 
 
 @dataclass
@@ -161,10 +169,10 @@ class GraphProblem(Problem):
     MMD (standardised patch features), and the car IoU of an in-loop network as reward."""
 
     def __init__(self, prior: SceneGraphGrammar, cfg: AerialConfig, gen: GraphGenerator, soft_images, feats,
-                 tgt: torch.Tensor, bw, reward_fn, probe: SceneGraphBatch):
+                 tgt: torch.Tensor, bw, reward_fn, probe: SceneGraphBatch, score_fn=None):
         self.title = f"{prior.name} (scene graphs)"
         self.prior, self.cfg, self.generator, self.soft_images, self.feats = prior, cfg, gen, soft_images, feats
-        self.tgt, self.bw, self.reward_fn, self.probe = tgt, bw, reward_fn, probe
+        self.tgt, self.bw, self.reward_fn, self.probe, self.score_fn = tgt, bw, reward_fn, probe, score_fn
         self.table = _mutable_table(prior)
 
     def mmd(self, epoch: int) -> torch.Tensor:
@@ -193,6 +201,21 @@ class GraphProblem(Problem):
         with torch.no_grad():
             r = render_graph(self.prior, scenes, sample)
         return self.reward_fn(r.images, r.masks == car_class(self.prior), seed)
+
+    def turn_periodic(self, fraction: float) -> None:
+        if self.generator.turn_periodic(fraction) == 0:
+            raise ConfigError(f"{self.prior.name} has no periodic attribute (an unbounded, mutable angle or heading) "
+                              f"to restart over; use restarts: 1.")
+
+    def task_score(self) -> float:
+        """Car IoU on the labelled target val renders of a CarProxy trained `score_steps` steps on
+        `score_images` renders of the generator as it is (the same scenes and network seed for
+        every restart: common random numbers)."""
+        cfg = self.cfg
+        scenes = sample_graphs(self.prior, cfg.score_images, cfg.seed + 6_000_007)
+        with torch.no_grad():
+            r = render_graph(self.prior, scenes, self.generator(scenes))
+        return self.score_fn(r.images, r.masks == car_class(self.prior), cfg.seed + 53)
 
     def attributes(self, epoch: int, last: bool) -> dict | None:
         if epoch % 10 != 9 and not last:  # where the generator has moved the attributes so far
@@ -228,16 +251,32 @@ def train_aerial(prior: SceneGraphGrammar | str = "aerial", target: SceneGraphGr
         before = feats(soft_images(prior, probe))  # rendered once: bandwidths and the starting MMD
         bw = median_bandwidths(before, tgt)
         mmd_before = float(mmd2(before, tgt, bw))
-    if cfg.loss in ("both", "task") and reward_fn is None:
+    score_fn = None
+    if (cfg.loss in ("both", "task") and reward_fn is None) or (cfg.restarts > 1 and cfg.select_by == "task"):
         val = render_graph(target, sample_graphs(target, cfg.reward_images, cfg.seed + 3_000_017))
-        reward_fn = proxy_reward(val.images, val.masks == car_class(target), cfg)
-    history = fit(GraphProblem(prior, cfg, gen, soft_images, feats, tgt, bw, reward_fn, probe), cfg, show_progress)
+        val_cars = val.masks == car_class(target)
+        reward_fn = reward_fn or proxy_reward(val.images, val_cars, cfg)
+        score_fn = proxy_reward(val.images, val_cars, cfg.model_copy(update={"task_steps": cfg.score_steps}))
+    starts: list[GraphGenerator] = []
+
+    def make_problem() -> GraphProblem:  # the first start is the generator made above; others get their own init
+        if starts:
+            with torch.random.fork_rng():
+                torch.manual_seed(cfg.seed * 7_919 + len(starts))
+                starts.append(GraphGenerator(prior, cfg.hidden, cfg.rounds, cfg.per_object))
+        else:
+            starts.append(gen)
+        return GraphProblem(prior, cfg, starts[-1], soft_images, feats, tgt, bw, reward_fn, probe, score_fn)
+
+    problem, history, restart_rows = fit_with_restarts(make_problem, cfg, show_progress)
+    gen = problem.generator
     with torch.no_grad():
         learned = gen(probe)
         mmd_after = float(mmd2(feats(soft_images(prior, probe, learned)), tgt, bw))
     report = {"prior": prior.name, "target": target.name, "config": cfg.model_dump(), "mmd_before": mmd_before,
               "mmd_after": mmd_after, "attributes_prior": node_attributes(probe.attrs, prior, probe),
-              "attributes_learned": node_attributes(learned, prior, probe), "train_seconds": time.perf_counter() - t_start}
+              "attributes_learned": node_attributes(learned, prior, probe), "restarts": restart_rows,
+              "train_seconds": time.perf_counter() - t_start}
     return AerialResult(history, report, gen)
 
 
@@ -345,7 +384,8 @@ def load_graph_generator(blob: dict, label: str) -> tuple[GraphGenerator, SceneG
 
     grammar = parse_graph_grammar(blob["prior"], f"prior stored in {label}")
     gen = GraphGenerator(grammar, blob["hidden"], blob["rounds"], blob["per_object"])
-    gen.load_state_dict(blob["state_dict"])
+    # generators saved before restarts existed have no `turn` (they never turned): zeros
+    gen.load_state_dict({"turn": gen.turn, "periodic": gen.periodic, **blob["state_dict"]})
     return gen.eval(), grammar
 
 

@@ -8,7 +8,9 @@ only. The last layer starts at zero, so an untrained generator is the identity (
 attribute the grammar bounds (`bounds: {length: [5, 14]}`) is changed in logit space between its
 bounds, so it can never leave them; a `symmetric` one (a side: lateral, heading) has its magnitude
 changed and keeps its sign, so one shared change moves every car toward (or away from) its road.
-`per_object=True` skips the message passing: the per-object MLP of the ablation.
+`per_object=True` skips the message passing: the per-object MLP of the ablation. `turn_periodic`
+starts the generator a fraction of a full turn away on every periodic attribute (an unbounded
+angle): where Meta-Sim's restarts begin.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from datarena.scenes.graph import ATTRIBUTES, SceneGraphBatch, SceneGraphGrammar
 # what one normalised unit of each attribute is (positions in canvas quarters, angles in 90 degrees)
 UNIT = {"x": 0.25, "y": 0.25, "t": 0.25, "lateral": 0.05, "gap": 0.05, "length": 0.1, "width": 0.1,
         "angle": None, "heading": None}
+
+
+PERIODIC = ("angle", "heading")  # in degrees; periodic where the grammar leaves them unbounded
 
 
 def _units(canvas: int) -> torch.Tensor:
@@ -45,8 +50,19 @@ class GraphGenerator(nn.Module):
         self.register_buffer("low", torch.tensor([[b[0] if b else 0.0 for b in row] for row in bounds]))
         self.register_buffer("high", torch.tensor([[b[1] if b else 1.0 for b in row] for row in bounds]))
         self.register_buffer("symmetric", torch.tensor([[a in grammar.types[t].symmetric for a in ATTRIBUTES] for t in order]))
+        # periodic: an unbounded angle (a road's direction, a free heading): a restart turns it (`turn`, in units)
+        self.register_buffer("periodic", torch.tensor([[a in PERIODIC and a in grammar.types[t].mutable and
+                                                        a not in grammar.types[t].bounds for a in ATTRIBUTES] for t in order]))
+        self.register_buffer("turn", torch.zeros(len(order), a))
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+
+    def turn_periodic(self, fraction: float) -> int:
+        """Turn every periodic attribute's output by `fraction` of 360 degrees; returns how many
+        (type, attribute) pairs are periodic (0: nothing to turn)."""
+        with torch.no_grad():
+            self.turn += self.periodic.float() * (360.0 * fraction / 90.0)  # angles' unit: 90 degrees
+        return int(self.periodic.sum())
 
     def _relations(self, batch: SceneGraphBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Row-normalised (N, M, M) matrices: to parent, to children, to siblings (same parent)."""
@@ -71,8 +87,8 @@ class GraphGenerator(nn.Module):
             for layer in self.update:
                 msg = torch.cat([h, parent @ h, children @ h, siblings @ h], -1)
                 h = (h + layer(msg)) * batch.present[..., None]
-        change = self.head(h) * batch.mutable.float()  # in normalised units (logits for bounded attributes)
         ti = batch.type_id.clamp_min(0)
+        change = (self.head(h) + self.turn[ti]) * batch.mutable.float()  # normalised units (logits where bounded)
         symmetric = self.symmetric[ti] & batch.mutable
         sign = torch.where(symmetric & (batch.attrs < 0), -1.0, 1.0)
         value = batch.attrs * sign  # the magnitude of a symmetric attribute
