@@ -317,7 +317,7 @@ def test_pixel_noise_comes_from_each_scenes_seed_not_its_attributes():
     assert not torch.allclose(noise_a[0], noise_a[1])  # each scene its own draw
 
 
-def test_graph_restarts_turn_only_periodic_attributes_and_choose_by_the_task_score():
+def test_graph_restarts_turn_only_periodic_attributes_and_choose_by_the_task_score(monkeypatch):
     """A restart of the graph generator starts a fraction of a full turn away on every periodic
     attribute (the road's unbounded angle) and nowhere else; the restart with the best task score
     continues; a grammar with nothing periodic refuses restarts with a message that says so."""
@@ -341,11 +341,18 @@ def test_graph_restarts_turn_only_periodic_attributes_and_choose_by_the_task_sco
     with pytest.raises(ConfigError, match="no periodic attribute"):
         problem.turn_periodic(0.5)
 
-    cfg = AerialConfig(epochs=2, batch=8, target_images=16, restarts=3, restart_epochs=1, score_images=16,
-                       score_steps=2, reward_images=16)
+    cfg = AerialConfig(epochs=2, batch=8, target_images=16, restarts=3, restart_epochs=1, score_images=32,
+                       score_steps=20, reward_images=16)
     res = train_aerial(cfg=cfg, show_progress=False)
     rows = res.report["restarts"]
     assert [r["start_turn"] for r in rows] == pytest.approx([0, 1 / 3, 2 / 3])
+    assert len({r["task_score"] for r in rows}) == 3  # the real score tells the starts apart (no tie to break)
     chosen = [i for i, r in enumerate(rows) if r.get("chosen")]
     assert chosen == [max(range(3), key=lambda i: rows[i]["task_score"])]
     assert res.generator.turn[res.generator.periodic].item() == pytest.approx(4 * rows[chosen[0]]["start_turn"])
+
+    # a score that prefers the last start: that start (not the first, not the lowest MMD) continues
+    monkeypatch.setattr(GraphProblem, "task_score", lambda self: float(self.generator.turn.max()))
+    res = train_aerial(cfg=cfg, show_progress=False)
+    assert [bool(r.get("chosen")) for r in res.report["restarts"]] == [False, False, True]
+    assert res.generator.turn[res.generator.periodic].item() == pytest.approx(4 * 2 / 3)

@@ -385,7 +385,7 @@ def load_graph_generator(blob: dict, label: str) -> tuple[GraphGenerator, SceneG
     grammar = parse_graph_grammar(blob["prior"], f"prior stored in {label}")
     gen = GraphGenerator(grammar, blob["hidden"], blob["rounds"], blob["per_object"])
     # generators saved before restarts existed have no `turn` (they never turned): zeros
-    gen.load_state_dict({"turn": gen.turn, "periodic": gen.periodic, **blob["state_dict"]})
+    gen.load_state_dict({"turn": gen.turn, **blob["state_dict"]})
     return gen.eval(), grammar
 
 

@@ -50,9 +50,11 @@ class GraphGenerator(nn.Module):
         self.register_buffer("low", torch.tensor([[b[0] if b else 0.0 for b in row] for row in bounds]))
         self.register_buffer("high", torch.tensor([[b[1] if b else 1.0 for b in row] for row in bounds]))
         self.register_buffer("symmetric", torch.tensor([[a in grammar.types[t].symmetric for a in ATTRIBUTES] for t in order]))
-        # periodic: an unbounded angle (a road's direction, a free heading): a restart turns it (`turn`, in units)
+        # periodic: an unbounded angle (a road's direction, a free heading): a restart turns it (`turn`, in units);
+        # derived from the grammar, so not saved
         self.register_buffer("periodic", torch.tensor([[a in PERIODIC and a in grammar.types[t].mutable and
-                                                        a not in grammar.types[t].bounds for a in ATTRIBUTES] for t in order]))
+                                                        a not in grammar.types[t].bounds for a in ATTRIBUTES] for t in order]),
+                             persistent=False)
         self.register_buffer("turn", torch.zeros(len(order), a))
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
