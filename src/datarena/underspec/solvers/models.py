@@ -16,6 +16,19 @@ class MLPTrunk(nn.Module):
         return self.net(x)
 
 
+class LinearTrunk(nn.Module):
+    """No hidden layer: the heads are linear in the (standardised) features. A linear head cannot
+    mix two cues into a new one, so DivDis's two heads land on the two cues themselves; the MLP
+    alternates with it under arch "both" (the vector counterpart of the side-blind halves)."""
+
+    def __init__(self, in_dim: int):
+        super().__init__()
+        self.out_dim = in_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
 def _stem(h: int, w: int) -> list[nn.Module]:
     """Images of 28 pixels or more are averaged 2x2 first: digits stay legible at 14 pixels and
     every later layer costs a quarter (the solvers must run in seconds on 2 CPU cores)."""
@@ -98,7 +111,7 @@ def make_model(input_shape: tuple[int, ...], n_classes: int, n_heads: int, arch:
     """MLP for vectors (00, 23, 456); for images a position-aware CNN ("flat") or a
     translation-invariant one ("pool")."""
     if len(input_shape) == 1:
-        trunk: nn.Module = MLPTrunk(input_shape[0])
+        trunk: nn.Module = LinearTrunk(input_shape[0]) if arch == "halves" else MLPTrunk(input_shape[0])
     elif arch == "pool":
         trunk = PoolCNNTrunk(tuple(input_shape))  # type: ignore[arg-type]
     elif arch == "halves":
