@@ -21,6 +21,7 @@ from datarena.underspec.exercises import generate_exercise
 from datarena.underspec.solvers import SOLVERS, LocalOracle, solve
 from datarena.underspec.suite import load_suite
 
+SWEEP = ("01", "02", "04", "06")  # the mix-rate sweep
 RESOLVABLE = {"01", "02", "03", "04", "05", "08"}
 
 
@@ -59,13 +60,76 @@ def summarise(rows: list[dict], title: str) -> None:
               f"{max(r['reveals'] for r in rs)} | {sum(r['submit'] for r in rs)}/{len(rs)} | {bad} | {max(r['sec'] for r in rs):.0f} |")
 
 
+def robustness(rows: list[dict]) -> None:
+    """Per exercise and mix rate over every seed: how often the labels reach 0.95 (0.90), how
+    often the solver submits, and what it scores (its accuracy if it submits, else the default)."""
+    print("\n## robustness over seeds (divdis)\n")
+    print("| ex | mix | runs | acc mean | acc min | runs >= 0.95 | runs >= 0.90 | submitted | score mean | wrong submits |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    keys = sorted({(r["ex"], r["mix"]) for r in rows}, key=lambda k: (int(k[0]), -k[1]))
+    for ex, mix in keys:
+        rs = [r for r in rows if (r["ex"], r["mix"]) == (ex, mix)]
+        acc = np.array([r["acc"] for r in rs])
+        got = [r["acc"] if r["submit"] else r["default"] for r in rs]
+        bad = sum(r["submit"] and r["acc"] < r["default"] for r in rs)
+        print(f"| {ex} | {mix:g} | {len(rs)} | {acc.mean():.3f} | {acc.min():.3f} | {np.mean(acc >= 0.95):.0%} | "
+              f"{np.mean(acc >= 0.90):.0%} | {sum(r['submit'] for r in rs)}/{len(rs)} | {np.mean(got):.3f} | {bad} |")
+
+
+def calibration(rows: list[dict], png: str | None) -> dict:
+    """How far the solver's own numbers can be trusted: its estimated accuracy against the real
+    one, and P(accuracy >= default) against how often that happened (Brier score)."""
+    est = np.array([r["est"] for r in rows])
+    acc = np.array([r["acc"] for r in rows])
+    p = np.array([r["p_beat"] for r in rows])
+    hit = np.array([r["acc"] >= r["default"] for r in rows], dtype=float)
+    brier = float(np.mean((p - hit) ** 2))
+    base = float(np.mean((hit.mean() - hit) ** 2))  # a constant forecast of the base rate
+    bins = np.linspace(0, 1, 6)
+    which = np.clip(np.digitize(p, bins) - 1, 0, len(bins) - 2)
+    table = [(bins[b], bins[b + 1], int((which == b).sum()), float(p[which == b].mean()), float(hit[which == b].mean()))
+             for b in range(len(bins) - 1) if (which == b).any()]
+    wrong = int(sum(r["submit"] and r["acc"] < r["default"] for r in rows))
+    print(f"\n## calibration ({len(rows)} runs)\n")
+    print(f"Brier score of P(acc >= default): {brier:.4f} (constant base-rate forecast: {base:.4f}); "
+          f"estimated - real accuracy: mean {np.mean(est - acc):+.3f}, mean |.| {np.mean(np.abs(est - acc)):.3f}")
+    print(f"submissions below the default score: {wrong} of {len(rows)} runs ({wrong / max(len(rows), 1):.1%}); "
+          f"submitted {sum(r['submit'] for r in rows)}")
+    print("| P(>= default) bin | runs | mean P | observed rate |\n|---|---|---|---|")
+    for lo, hi, n, mp, obs in table:
+        print(f"| {lo:.1f}-{hi:.1f} | {n} | {mp:.2f} | {obs:.2f} |")
+    if png:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.6))
+        sub = np.array([r["submit"] for r in rows])
+        a1.scatter(acc[~sub], est[~sub], s=14, c="tab:gray", label="abstained")
+        a1.scatter(acc[sub], est[sub], s=14, c="tab:blue", label="submitted")
+        a1.plot([0, 1], [0, 1], "k--", lw=0.8)
+        a1.set(xlim=(0.3, 1.01), ylim=(0.3, 1.01), xlabel="real target accuracy", ylabel="estimated accuracy",
+               title=f"estimate vs truth ({len(rows)} runs)")
+        a1.legend(loc="upper left")
+        a2.plot([0, 1], [0, 1], "k--", lw=0.8)
+        a2.plot([t[3] for t in table], [t[4] for t in table], "o-", c="tab:orange")
+        for _lo, _hi, n, mp, obs in table:
+            a2.annotate(str(n), (mp, obs), textcoords="offset points", xytext=(4, -10), fontsize=8)
+        a2.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="P(accuracy >= default), solver's own",
+               ylabel="observed rate", title=f"reliability (Brier {brier:.3f}; n per bin)")
+        fig.tight_layout()
+        fig.savefig(png, dpi=110)
+        print(f"calibration plot: {png}")
+    return {"brier": brier, "wrong": wrong}
+
+
 def jobs(suite, ids, seeds, mix_sweep: bool, main_table: bool) -> list[tuple[str, float, int]]:
     """(exercise, mix rate, seed) runs; a sweep run at an exercise's own mix rate is the same run."""
     out = []
     if main_table:
         out += [(i, suite.get(i).mix_rate, s) for i in ids for s in seeds]
     if mix_sweep:
-        out += [(i, m, s) for i in ("01", "04", "06") for m in (0.5, 0.1, 0.03) for s in seeds]
+        out += [(i, m, s) for i in SWEEP for m in (0.5, 0.1, 0.03) for s in seeds]
     return list(dict.fromkeys(out))
 
 
@@ -79,6 +143,7 @@ def main() -> None:
     ap.add_argument("--shard", default="0/1", help="i/n: run every n-th job from i (parallel processes)")
     ap.add_argument("--json", default=None, help="write the rows to this file")
     ap.add_argument("--merge", nargs="+", default=None, help="print the tables of row files written with --json")
+    ap.add_argument("--calibration-png", default=None, help="write the calibration plot (divdis runs) here")
     args = ap.parse_args()
     suite = load_suite()
     if args.merge:
@@ -98,9 +163,13 @@ def main() -> None:
     main_rows = [r for r in rows if r["mix"] == suite_mix[r["ex"]]]
     if main_rows:
         summarise(main_rows, "every embedded-data exercise (suite mix rates)")
-    sweep = [r for r in rows if r["ex"] in ("01", "04", "06")]
+    sweep = [r for r in rows if r["ex"] in SWEEP]
     if any(r["mix"] != 0.5 for r in sweep):
         summarise(sweep, "mix-rate sweep")
+    div = [r for r in rows if r["solver"] == "divdis"]
+    if div:
+        robustness(div)
+        calibration(div, args.calibration_png)
     bad = [r for r in rows if r["solver"] == "divdis" and r["submit"] and r["acc"] < r["default"]]
     print(f"\nmost reveals used: {max(r['reveals'] for r in rows)}; divdis submissions below the default score: {len(bad)}")
 

@@ -16,17 +16,48 @@ class MLPTrunk(nn.Module):
         return self.net(x)
 
 
-class LinearTrunk(nn.Module):
-    """No hidden layer: the heads are linear in the (standardised) features. A linear head cannot
-    mix two cues into a new one, so DivDis's two heads land on the two cues themselves; the MLP
-    alternates with it under arch "both" (the vector counterpart of the side-blind halves)."""
+def feature_blocks(x: torch.Tensor, n_blocks: int = 2) -> list[torch.Tensor]:
+    """Split the columns of x (rows where the cues vary independently: the target set) into the
+    blocks that are most independent of each other: spectral partition of |correlation|.
 
-    def __init__(self, in_dim: int):
+    Two cues that are correlated in the labeled rows but independent on the target rows leave
+    their features correlated within a cue and uncorrelated across cues on the target rows, so
+    the partition finds each cue's features whatever their order (an embedding's columns, two
+    coordinates). Recursive bisection by the Fiedler vector of the normalised Laplacian."""
+    z = x.double()
+    z = (z - z.mean(0)) / (z.std(0) + 1e-9)
+    a = (z.T @ z / max(len(z) - 1, 1)).abs()
+    a.fill_diagonal_(0.0)
+    blocks = [torch.arange(x.shape[1])]
+    while len(blocks) < n_blocks:
+        big = max(range(len(blocks)), key=lambda i: len(blocks[i]))
+        cols = blocks.pop(big)
+        if len(cols) < 2:
+            blocks.append(cols)
+            break
+        sub = a[cols][:, cols] + 1e-6  # a tiny floor keeps the graph connected
+        d = sub.sum(1).rsqrt()
+        lap = torch.eye(len(cols), dtype=sub.dtype) - d[:, None] * sub * d[None]
+        fiedler = torch.linalg.eigh(lap).eigenvectors[:, 1]
+        side = fiedler >= fiedler.median() if (fiedler >= 0).all() or (fiedler < 0).all() else fiedler >= 0
+        blocks += [cols[side], cols[~side]]
+    return sorted(blocks, key=lambda b: int(b.min()))
+
+
+class BlockHeads(nn.Module):
+    """For vectors: head k is linear in feature block k alone (`feature_blocks` of the target
+    rows), so each head is bound to one cue and none can mix two; the MLP alternates with it
+    under arch "both" (the vector counterpart of the side-blind halves)."""
+
+    def __init__(self, blocks: list[torch.Tensor], n_classes: int):
         super().__init__()
-        self.out_dim = in_dim
+        for i, b in enumerate(blocks):
+            self.register_buffer(f"cols{i}", b.clone())
+        self.heads = nn.ModuleList(nn.Linear(len(b), n_classes) for b in blocks)
+        self.n_classes, self.n_heads = n_classes, len(blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
+        return torch.stack([h(x[:, getattr(self, f"cols{i}")]) for i, h in enumerate(self.heads)])
 
 
 def _stem(h: int, w: int) -> list[nn.Module]:
@@ -111,7 +142,7 @@ def make_model(input_shape: tuple[int, ...], n_classes: int, n_heads: int, arch:
     """MLP for vectors (00, 23, 456); for images a position-aware CNN ("flat") or a
     translation-invariant one ("pool")."""
     if len(input_shape) == 1:
-        trunk: nn.Module = LinearTrunk(input_shape[0]) if arch == "halves" else MLPTrunk(input_shape[0])
+        trunk: nn.Module = MLPTrunk(input_shape[0])
     elif arch == "pool":
         trunk = PoolCNNTrunk(tuple(input_shape))  # type: ignore[arg-type]
     elif arch == "halves":

@@ -7,13 +7,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from datarena.underspec.solvers.losses import (
     disagreement_loss,
     marginal_kl,
     pairwise_mutual_information,
 )
-from datarena.underspec.solvers.models import MultiHead, make_model
+from datarena.underspec.solvers.models import BlockHeads, MultiHead, feature_blocks, make_model
 
 
 @dataclass
@@ -77,6 +78,8 @@ def train_multihead(data: Data, cfg: TrainConfig, diversify: bool, gen: torch.Ge
                     arch: str | None = None) -> MultiHead:
     """ERM when diversify is False (one head); DivDis otherwise."""
     k = (n_heads or cfg.n_heads) if diversify else 1
+    if diversify and arch == "halves" and data.x_lab.ndim == 2:  # vectors: one linear head per feature block
+        return fit_block_heads(data, feature_blocks(data.x_tgt, k))
     model = make_model(tuple(data.x_lab.shape[1:]), data.n_classes, k, arch or "flat")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     prior = data.prior
@@ -90,6 +93,46 @@ def train_multihead(data: Data, cfg: TrainConfig, diversify: bool, gen: torch.Ge
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    model.eval()
+    return model
+
+
+BLOCK_C = 1.0  # inverse L2 strength of the block heads' logistic regression (sklearn's C)
+SELF_TRAIN_ROUNDS = 2  # block heads: refits on the labeled rows plus confidently pseudo-labeled unlabeled/target rows
+SELF_TRAIN_CONFIDENCE = 0.9
+
+
+def _fit_logistic(head: nn.Linear, x: torch.Tensor, y: torch.Tensor) -> None:
+    """L2-regularised multinomial logistic regression to convergence (full-batch L-BFGS)."""
+    opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=200, history_size=20, line_search_fn="strong_wolfe")
+    l2 = 1.0 / (2.0 * BLOCK_C * len(x))
+
+    def closure():
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(head(x), y) + l2 * head.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+
+
+def fit_block_heads(data: Data, blocks: list[torch.Tensor]) -> BlockHeads:
+    """One linear head per feature block, fitted on the labeled rows, then refitted with the
+    unlabeled and target rows it labels confidently (self-training: the block's cue, seen on many
+    more rows). The diversity comes from the blocks, so no diversity term is needed."""
+    model = BlockHeads(blocks, data.n_classes)
+    with torch.enable_grad():
+        for i, head in enumerate(model.heads):
+            cols = getattr(model, f"cols{i}")
+            x_lab, x_unl = data.x_lab[:, cols].double(), data.x_unl[:, cols].double()
+            head.double()
+            _fit_logistic(head, x_lab, data.y_lab)
+            for _ in range(SELF_TRAIN_ROUNDS):
+                with torch.no_grad():
+                    p = head(x_unl).softmax(-1)
+                sure = p.max(-1).values > SELF_TRAIN_CONFIDENCE
+                _fit_logistic(head, torch.cat([x_lab, x_unl[sure]]), torch.cat([data.y_lab, p.argmax(-1)[sure]]))
+            head.float()
     model.eval()
     return model
 
