@@ -39,6 +39,8 @@ def run(spec, seed: int, solvers, mix_rate=None) -> list[dict]:
             "wga": sc["worst_group_accuracy"], "reveals": len(oracle.revealed), "est": r.estimated_accuracy,
             "p_beat": r.p_beats_default,
             "submit": bool(r.recommend_submit), "default": spec.default_score, "sec": r.seconds,
+            "points": spec.points, "n_hyp": r.n_hypotheses, "posterior": r.posterior,
+            "matches": int(sum(r.labels[d] == y for d, y in r.reveals)) if r.reveals else 0,
         })
         x = rows[-1]
         ok = "ok" if (not x["submit"] or x["acc"] >= x["default"]) else "BAD"

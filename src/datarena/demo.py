@@ -16,11 +16,13 @@ from rich.console import Console
 from rich.table import Table
 
 DEMO_METASIM_EPOCHS = 6  # a partial Meta-Sim run: between prior and target on the board (docs/benchmarks.md)
-DEMO_SERVER_SECRET = hashlib.sha256(b"datarena demo server secret (published: not for real challenges)").hexdigest()
+DEMO_SECRET_PHRASE = "datarena demo server secret (published: not for real challenges)"
+DEMO_SERVER_SECRET = hashlib.sha256(DEMO_SECRET_PHRASE.encode()).hexdigest()
 
 
 def run_demo(out: Path, seed: int = 42, console: Console | None = None, linger: float = 0.0,
-             solver: str = "divdis", restarts: int = 2) -> dict:
+             solver: str = "divdis", restarts: int = 2, secret: str | None = None,
+             dataset_round_too: bool = True) -> dict:
     from datarena.challenge.arena import Arena
     from datarena.challenge.spec import ChallengeSpec
     from datarena.client import ArenaClient, ServerOracle
@@ -36,9 +38,11 @@ def run_demo(out: Path, seed: int = 42, console: Console | None = None, linger: 
     # A real server draws its secret at random; the demo publishes a fixed one so that every
     # `make demo` serves the same data (and shows how a revealed secret verifies a phase).
     data_dir.mkdir(parents=True)
-    (data_dir / "server-secret").write_text(DEMO_SERVER_SECRET + "\n")
+    server_secret = DEMO_SERVER_SECRET if secret is None else hashlib.sha256(secret.encode()).hexdigest()
+    (data_dir / "server-secret").write_text(server_secret + "\n")
     (data_dir / "server-secret").chmod(0o600)
-    console.rule(f"1. generating the hackathon42 suite (phase seed {seed}, the demo's published server secret) "
+    which = "the demo's published server secret" if secret is None else f"server secret sha256({secret!r})"
+    console.rule(f"1. generating the hackathon42 suite (phase seed {seed}, {which}) "
                  f"and starting the challenge server")
     # The example track with one entry per team: no public/private split, so the demo's single
     # scoring of each team is ranked on all 200 test images (a split would rank 3 datasets on a
@@ -57,6 +61,7 @@ def run_demo(out: Path, seed: int = 42, console: Console | None = None, linger: 
         exercises = client.exercises()
         console.rule(f"3. solving {len(exercises)} exercises through HTTP with {solver} (at most 5 reveals each)")
         table = Table("exercise", "reveals", "estimated acc", "P(>= default)", "decision", "score", "seconds")
+        below = []
         for ex in exercises:
             bundle = read_bundle(client.download(ex["id"], out / "downloads"), hidden=False)
             oracle = ServerOracle(client, ex["id"])
@@ -65,12 +70,15 @@ def run_demo(out: Path, seed: int = 42, console: Console | None = None, linger: 
             if result.recommend_submit:
                 got = client.submit(ex["id"], result.labels)
                 decision, shown = "submit", f"{got['accuracy']:.3f}"
+                if got["accuracy"] < ex["default_score"]:
+                    below.append(ex["id"])
             else:
                 decision, shown = "abstain", f"{ex['default_score']:.3f} (default)"
             table.add_row(f"{ex['id']} {ex['name']}", str(len(oracle.revealed)), f"{result.estimated_accuracy:.3f}",
                           f"{result.p_beats_default:.2f}", decision, shown, f"{result.seconds:.1f}")
             console.print(f"  {ex['id']} {ex['name']}: {decision}, {len(oracle.revealed)} reveals, {result.seconds:.1f}s")
         console.print(table)
+        console.print(f"submissions below the default score: {len(below)}{' (' + ', '.join(below) + ')' if below else ''}")
         console.rule("4. leaderboard")
         board = client.leaderboard()
         lb = Table("rank", "team", "total", f"of max {board['max_total']:g}")
@@ -78,7 +86,8 @@ def run_demo(out: Path, seed: int = 42, console: Console | None = None, linger: 
             lb.add_row(str(r["rank"]), r["team"], f"{r['total']:.3f}", "")
         console.print(lb)
         console.print(f"leaderboard page: {url}/  (saliency maps in {out / 'saliency'})")
-        dataset_round(arena, url, out, console)
+        if dataset_round_too:
+            dataset_round(arena, url, out, console)
         console.print(f"demo finished in {time.perf_counter() - t_start:.0f} s.")
         if linger > 0:
             time.sleep(linger)

@@ -296,13 +296,3 @@ def test_the_chosen_hypothesis_is_the_most_probable_not_the_luckiest():
                        support=np.array([2, 1, 2]))
     assert sorted(asked) == [0, 1, 2, 3, 4]
     assert res.chosen == 0
-
-
-def test_queries_land_on_rows_the_hypotheses_are_sure_of():
-    rng, truth, probs = _two_cues(n=200, split=100)
-    sure = np.where(np.arange(200) % 2 == 0, 0.95, 0.55)  # even rows: sure; odd rows: barely
-    hard = probs.argmax(-1)
-    probs = np.where(np.eye(2)[hard] == 1, sure[None, :, None], 1 - sure[None, :, None])
-    asked = []
-    disambiguate(probs, lambda d: asked.append(d) or int(truth[d]), 5, np.ones(2), rng, support=np.array([2, 2]))
-    assert len(asked) == 5 and all(d < 100 and d % 2 == 0 for d in asked), asked

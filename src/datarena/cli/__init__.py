@@ -30,11 +30,16 @@ def demo_cmd(
     out: Path = typer.Option(Path("demo-run"), "--out", help="Working directory of the demo."),
     seed: int = typer.Option(42, help="Suite seed."),
     linger: float = typer.Option(0.0, help="Keep serving the leaderboard this many seconds at the end."),
+    secret: str = typer.Option(None, "--secret", help="Server secret phrase (its SHA-256 becomes the secret): "
+                               "another phrase serves other data from the same suite. Default: the published "
+                               "demo secret."),
+    dataset_round: bool = typer.Option(True, "--dataset-round/--no-dataset-round",
+                                       help="Run the dataset track's round after the labels round."),
 ) -> None:
     """End to end: generate the suite, serve it, solve every exercise over HTTP, show the leaderboard."""
     from datarena.demo import run_demo
 
-    run_demo(out, seed=seed, console=console, linger=linger)
+    run_demo(out, seed=seed, console=console, linger=linger, secret=secret, dataset_round_too=dataset_round)
 
 
 def main() -> None:
