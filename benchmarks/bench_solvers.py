@@ -100,6 +100,14 @@ def calibration(rows: list[dict], png: str | None) -> dict:
     print("| P(>= default) bin | runs | mean P | observed rate |\n|---|---|---|---|")
     for lo, hi, n, mp, obs in table:
         print(f"| {lo:.1f}-{hi:.1f} | {n} | {mp:.2f} | {obs:.2f} |")
+    # the decision rule, replayed: submit when estimate >= default and P(>= default) >= c
+    print("\n| rule: submit when P(>= default) >= c | submissions | below the default | points (sum over runs) |")
+    print("|---|---|---|---|")
+    for c in (0.0, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.01):
+        sub_c = [r["est"] >= r["default"] and r["p_beat"] >= c for r in rows]
+        pts = sum(r.get("points", 1) * (r["acc"] if s_ else r["default"]) for r, s_ in zip(rows, sub_c, strict=True))
+        bad_c = sum(s_ and r["acc"] < r["default"] for r, s_ in zip(rows, sub_c, strict=True))
+        print(f"| {c:.2f}{' (SUBMIT_CONFIDENCE)' if c == 0.75 else ''} | {sum(sub_c)} | {bad_c} | {pts:.2f} |")
     if png:
         import matplotlib
         matplotlib.use("Agg")

@@ -160,6 +160,10 @@ def test_group_hypotheses_counts_reproduced_features():
     a_noisy[:3] = a_noisy[:3, ::-1]  # 97% the same as a
     reps, support = group_hypotheses(np.stack([a, b, a_noisy]))
     assert sorted(support.tolist()) == [1, 2] and len(reps) == 2
+    # a head that stands for two runs (a deterministic feature-block fit) adds two to its group's
+    # support and represents the group
+    reps, support = group_hypotheses(np.stack([a_noisy, b, a]), votes=np.array([1, 1, 2]))
+    assert dict(zip(reps.tolist(), support.tolist(), strict=True)) == {2: 3, 1: 1}
 
 
 def test_losses():
@@ -277,6 +281,9 @@ def test_divdis_finds_the_cue_hidden_in_a_feature_block():
         assert acc >= 0.98 and res.recommend_submit and len(res.reveals) <= 5, (seed, acc, res.summary())
     erm = solve(bundle, "erm", LocalOracle(bundle.y_target), seed=seed)
     assert score(bundle, erm.labels)["accuracy"] < 0.8  # a plain classifier leans on both cues
+    # with two restarts (the demo's) the block heads are fitted once and still count as reproduced
+    res = solve(bundle, "divdis", LocalOracle(bundle.y_target), seed=seed, config=TrainConfig(restarts=2))
+    assert score(bundle, res.labels)["accuracy"] >= 0.98 and res.recommend_submit, res.summary()
 
 
 def test_the_chosen_hypothesis_is_the_most_probable_not_the_luckiest():

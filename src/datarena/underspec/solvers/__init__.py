@@ -21,6 +21,7 @@ from datarena.underspec.solvers.disambiguate import (
     Oracle,
     disambiguate,
 )
+from datarena.underspec.solvers.models import BlockHeads
 from datarena.underspec.solvers.saliency import head_saliency, write_saliency_png
 from datarena.underspec.solvers.training import (
     Data,
@@ -62,13 +63,16 @@ class SolveResult:
         }
 
 
+BLOCK_VOTES = 2  # support of a feature-block head: a deterministic fit, reproduced by construction
 SAME_FEATURE = 0.9  # two heads agreeing on this share of target rows found the same feature
 
 
-def group_hypotheses(probs: np.ndarray, same: float = SAME_FEATURE) -> tuple[np.ndarray, np.ndarray]:
+def group_hypotheses(probs: np.ndarray, same: float = SAME_FEATURE,
+                     votes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Group heads that agree on at least `same` of the target rows (restarts that found the same
     feature). Returns one representative per group (the member agreeing most with its group) and
-    the group sizes: how many runs support each hypothesis."""
+    each group's support: how many runs found it (`votes[h]`: how many runs head h stands for,
+    1 unless said otherwise)."""
     hard = probs.argmax(-1)
     agree = (hard[:, None] == hard[None]).mean(-1)  # (H, H)
     groups: list[list[int]] = []
@@ -79,8 +83,10 @@ def group_hypotheses(probs: np.ndarray, same: float = SAME_FEATURE) -> tuple[np.
                 break
         else:
             groups.append([int(h)])
-    reps = np.array([g[int(np.argmax(agree[np.ix_(g, g)].sum(1)))] for g in groups])
-    return reps, np.array([len(g) for g in groups])
+    votes = np.ones(len(hard)) if votes is None else np.asarray(votes, dtype=float)
+    # the representative agrees most with its group, each member weighted by the runs it stands for
+    reps = np.array([g[int(np.argmax(agree[np.ix_(g, g)] @ votes[g]))] for g in groups])
+    return reps, np.array([votes[g].sum() for g in groups])
 
 
 def _prepare(bundle: ExerciseBundle, holdout: float, rng: np.random.Generator):
@@ -134,8 +140,19 @@ def solve(
             # Restarts differ only in their random start; keep the run whose heads are the most
             # independent on the target rows (collapsed or half-mixed heads share information).
             archs = ["flat", "halves"] if cfg.arch == "both" else [cfg.arch]
-            runs = [[train_multihead(data, cfg, diversify=True, gen=gen, arch=archs[r % len(archs)])]
-                    for r in range(max(1, cfg.restarts))]
+            runs, votes = [], []
+            for r in range(max(1, cfg.restarts)):
+                arch = archs[r % len(archs)]
+                if arch == "halves" and data.x_lab.ndim == 2:  # vectors: the feature-block heads
+                    if any(isinstance(m, BlockHeads) for run in runs for m in run):
+                        continue  # a deterministic fit: a second one would be the same heads
+                    # no random start and no diversity term on the target rows, so nothing to
+                    # memorise there: the fit counts as reproduced (two runs' support)
+                    runs.append([train_multihead(data, cfg, diversify=True, gen=gen, arch=arch)])
+                    votes += [BLOCK_VOTES] * runs[-1][0].n_heads
+                else:
+                    runs.append([train_multihead(data, cfg, diversify=True, gen=gen, arch=arch)])
+                    votes += [1] * runs[-1][0].n_heads
             if cfg.pool_restarts:
                 models = [m for run in runs for m in run]
             else:
@@ -145,7 +162,7 @@ def solve(
         probs = head_probs(models, data.x_tgt)
         support = None
         if cfg.pool_restarts and solver == "divdis" and cfg.restarts > 1:
-            keep, support = group_hypotheses(probs)
+            keep, support = group_hypotheses(probs, votes=np.array(votes))
             probs = probs[keep]
         val_acc = (head_probs(models, x_val).argmax(-1) == y_val[None]).mean(1)
         if support is not None:
