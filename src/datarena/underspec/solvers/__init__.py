@@ -21,11 +21,11 @@ from datarena.underspec.solvers.disambiguate import (
     Oracle,
     disambiguate,
 )
-from datarena.underspec.solvers.models import BlockHeads
 from datarena.underspec.solvers.saliency import head_saliency, write_saliency_png
 from datarena.underspec.solvers.training import (
     Data,
     TrainConfig,
+    fit_block_heads,
     hard_mutual_information,
     head_probs,
     train_dbat,
@@ -141,15 +141,17 @@ def solve(
             # independent on the target rows (collapsed or half-mixed heads share information).
             archs = ["flat", "halves"] if cfg.arch == "both" else [cfg.arch]
             runs, votes = [], []
+            blocks_fitted = False
             for r in range(max(1, cfg.restarts)):
                 arch = archs[r % len(archs)]
                 if arch == "halves" and data.x_lab.ndim == 2:  # vectors: the feature-block heads
-                    if any(isinstance(m, BlockHeads) for run in runs for m in run):
+                    if blocks_fitted:
                         continue  # a deterministic fit: a second one would be the same heads
                     # no random start and no diversity term on the target rows, so nothing to
                     # memorise there: the fit counts as reproduced (two runs' support)
-                    runs.append([train_multihead(data, cfg, diversify=True, gen=gen, arch=arch)])
-                    votes += [BLOCK_VOTES] * runs[-1][0].n_heads
+                    runs.append([fit_block_heads(data, cfg.n_heads)])
+                    votes += [BLOCK_VOTES] * runs[-1][0].n_heads  # fewer blocks than heads if columns run out
+                    blocks_fitted = True
                 else:
                     runs.append([train_multihead(data, cfg, diversify=True, gen=gen, arch=arch)])
                     votes += [1] * runs[-1][0].n_heads

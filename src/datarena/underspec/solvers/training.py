@@ -78,8 +78,6 @@ def train_multihead(data: Data, cfg: TrainConfig, diversify: bool, gen: torch.Ge
                     arch: str | None = None) -> MultiHead:
     """ERM when diversify is False (one head); DivDis otherwise."""
     k = (n_heads or cfg.n_heads) if diversify else 1
-    if diversify and arch == "halves" and data.x_lab.ndim == 2:  # vectors: one linear head per feature block
-        return fit_block_heads(data, feature_blocks(data.x_tgt, k))
     model = make_model(tuple(data.x_lab.shape[1:]), data.n_classes, k, arch or "flat")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     prior = data.prior
@@ -116,11 +114,11 @@ def _fit_logistic(head: nn.Linear, x: torch.Tensor, y: torch.Tensor) -> None:
     opt.step(closure)
 
 
-def fit_block_heads(data: Data, blocks: list[torch.Tensor]) -> BlockHeads:
-    """One linear head per feature block, fitted on the labeled rows, then refitted with the
+def fit_block_heads(data: Data, n_heads: int) -> BlockHeads:
+    """One linear head per feature block (`feature_blocks` of the target rows), fitted on the labeled rows, then refitted with the
     unlabeled and target rows it labels confidently (self-training: the block's cue, seen on many
     more rows). The diversity comes from the blocks, so no diversity term is needed."""
-    model = BlockHeads(blocks, data.n_classes)
+    model = BlockHeads(feature_blocks(data.x_tgt, n_heads), data.n_classes)
     with torch.enable_grad():
         for i, head in enumerate(model.heads):
             cols = getattr(model, f"cols{i}")
