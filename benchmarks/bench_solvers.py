@@ -2,6 +2,8 @@
 
 Run: .venv/bin/python benchmarks/bench_solvers.py [--seeds 0 1 2] [--exercises 01 04] [--no-mix-sweep]
      (in parallel: --shard i/n --json rows_i.json per process, then --merge rows_*.json)
+     --replay rows_*.json [--draws 20]: disambiguate the stored hypotheses again with fresh query
+     draws (no training): the decision rule and the calibration under the current code.
 Prints target accuracy, worst-group accuracy, reveals used, the submit/abstain decision
 (and whether that decision was right: submitting only pays when accuracy >= default score)
 and seconds, per exercise, solver and seed; then the same for mix rates 0.5, 0.1, 0.03 on 01, 04, 06.
@@ -41,6 +43,12 @@ def run(spec, seed: int, solvers, mix_rate=None) -> list[dict]:
             "submit": bool(r.recommend_submit), "default": spec.default_score, "sec": r.seconds,
             "points": spec.points, "n_hyp": r.n_hypotheses, "posterior": r.posterior,
             "matches": int(sum(r.labels[d] == y for d, y in r.reveals)) if r.reveals else 0,
+            # what the disambiguation saw, in class indices, for --replay
+            "hyp": np.searchsorted(r.classes, r.hypotheses).tolist(),
+            "y": np.searchsorted(r.classes, bundle.y_target).tolist(),
+            "val_acc": r.val_accuracy.tolist(),
+            "support": None if r.support is None else r.support.tolist(),
+            "n_classes": len(r.classes),
         })
         x = rows[-1]
         ok = "ok" if (not x["submit"] or x["acc"] >= x["default"]) else "BAD"
@@ -133,6 +141,36 @@ def calibration(rows: list[dict], png: str | None) -> dict:
     return {"brier": brier, "wrong": wrong}
 
 
+def replay(rows: list[dict], draws: int) -> list[dict]:
+    """Disambiguate the stored hypotheses again, `draws` times each with fresh query draws: the
+    answers, the choice and the estimate under the current disambiguation code, without training.
+    Each draw is one row (the choice, its real accuracy, P(>= default), the decision)."""
+    from datarena.underspec.solvers.disambiguate import LocalOracle as Oracle
+    from datarena.underspec.solvers.disambiguate import disambiguate
+
+    out = []
+    for r in rows:
+        if "hyp" not in r:
+            raise SystemExit("these rows have no stored hypotheses (written before --replay existed); rerun the benchmark")
+        hard = np.array(r["hyp"])
+        y = np.array(r["y"])
+        probs = np.eye(r["n_classes"])[hard]
+        support = None if r["support"] is None else np.array(r["support"])
+        for d in range(draws):
+            rng = np.random.default_rng([r["seed"], int(r["ex"]), int(r["mix"] * 1000), d])
+            oracle = Oracle(y)
+            res = disambiguate(probs, oracle.reveal, 5, np.array(r["val_acc"]), rng, support)
+            acc = float((hard[res.chosen] == y).mean())
+            p = res.prob_at_least(r["default"])
+            out.append({**{k: r[k] for k in ("ex", "mix", "seed", "solver", "default", "points")},
+                        "draw": d, "acc": acc, "wga": acc, "reveals": len(res.reveals), "est": res.estimate,
+                        "p_beat": p, "submit": bool(res.recommend_submit(r["default"])), "sec": 0.0,
+                        "n_hyp": len(hard), "posterior": res.posterior,
+                        "matches": int(sum(hard[res.chosen][i] == v for i, v in res.reveals)),
+                        "best": float((hard == y[None]).mean(1).max())})
+    return out
+
+
 def jobs(suite, ids, seeds, mix_sweep: bool, main_table: bool) -> list[tuple[str, float, int]]:
     """(exercise, mix rate, seed) runs; a sweep run at an exercise's own mix rate is the same run."""
     out = []
@@ -153,11 +191,21 @@ def main() -> None:
     ap.add_argument("--shard", default="0/1", help="i/n: run every n-th job from i (parallel processes)")
     ap.add_argument("--json", default=None, help="write the rows to this file")
     ap.add_argument("--merge", nargs="+", default=None, help="print the tables of row files written with --json")
+    ap.add_argument("--replay", nargs="+", default=None,
+                    help="row files written with --json: disambiguate their stored hypotheses again (no training)")
+    ap.add_argument("--draws", type=int, default=20, help="query draws per stored run with --replay")
     ap.add_argument("--calibration-png", default=None, help="write the calibration plot (divdis runs) here")
     args = ap.parse_args()
     suite = load_suite()
     if args.merge:
         rows = [r for f in args.merge for r in json.loads(Path(f).read_text())]
+    elif args.replay:
+        stored = [r for f in args.replay for r in json.loads(Path(f).read_text()) if r["solver"] == "divdis"]
+        rows = replay(stored, args.draws)
+        best = np.array([r["best"] for r in rows])
+        print(f"replayed {len(stored)} runs x {args.draws} query draws; the best stored hypothesis reaches "
+              f">= 0.95 in {np.mean(best >= 0.95):.0%} of them, the chosen one in "
+              f"{np.mean(np.array([r['acc'] for r in rows]) >= 0.95):.0%}")
     else:
         ids = args.exercises or [e.id for e in suite.exercises if e.id != "888"]
         i, n = (int(v) for v in args.shard.split("/"))

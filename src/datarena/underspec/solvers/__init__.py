@@ -53,6 +53,10 @@ class SolveResult:
     saliency_png: Path | None = None
     posterior: dict | None = None  # how the revealed labels were explained (see disambiguate)
     hypotheses: np.ndarray | None = None  # (H, N) every hypothesis's target labels; row `chosen_head` is `labels`
+    # what the disambiguation saw besides the answers, so it can be replayed (benchmarks/bench_solvers.py --replay)
+    val_accuracy: np.ndarray | None = None  # (H,) held-out labeled accuracy of each hypothesis
+    support: np.ndarray | None = None  # (H,) how many runs found each hypothesis (None: one run)
+    classes: np.ndarray | None = None  # class ids; hypotheses are in these ids
 
     def summary(self) -> dict:
         return {
@@ -203,4 +207,7 @@ def solve(
         saliency_png=saliency_png,
         hypotheses=hypotheses.astype(np.int64),
         posterior=result.posterior,
+        val_accuracy=np.asarray(val_acc, dtype=float),
+        support=None if support is None else np.asarray(support, dtype=float),
+        classes=np.asarray(classes),
     )
