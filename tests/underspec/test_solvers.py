@@ -46,6 +46,9 @@ def test_reveals_within_budget_and_decisions(toy, toy_results):
         assert len(oracle.revealed) <= 5 and len(res.reveals) == len(oracle.revealed)
         assert all(toy.y_target[d] == y for d, y in res.reveals)
         assert res.labels.shape == toy.y_target.shape and set(np.unique(res.labels)) <= {0, 1}
+        # what a replay of the disambiguation needs (benchmarks/bench_solvers.py --replay)
+        assert res.val_accuracy.shape == (res.n_hypotheses,) and list(res.classes) == [0, 1]
+        assert res.support is None or res.support.shape == (res.n_hypotheses,)
     assert toy_results["divdis"][0].recommend_submit
     assert not toy_results["erm"][0].recommend_submit  # 5 labels cannot vouch for a plain classifier
 
@@ -303,5 +306,3 @@ def test_the_chosen_hypothesis_is_the_most_probable_not_the_luckiest():
                        support=np.array([2, 1, 2]))
     assert sorted(asked) == [0, 1, 2, 3, 4]
     assert res.chosen == 0
-
-
