@@ -12,7 +12,7 @@ from datarena.errors import BudgetError, ConfigError
 from datarena.underspec import score
 from datarena.underspec.exercises import generate_exercise
 from datarena.underspec.solvers import LocalOracle, TrainConfig, solve
-from datarena.underspec.solvers.disambiguate import SUBMIT_CONFIDENCE, disambiguate, has_partner
+from datarena.underspec.solvers.disambiguate import SUBMIT_CONFIDENCE, disambiguate
 from datarena.underspec.solvers.losses import disagreement_loss, pairwise_mutual_information
 from datarena.underspec.suite import load_suite
 
@@ -306,24 +306,3 @@ def test_the_chosen_hypothesis_is_the_most_probable_not_the_luckiest():
                        support=np.array([2, 1, 2]))
     assert sorted(asked) == [0, 1, 2, 3, 4]
     assert res.chosen == 0
-
-
-def test_a_reproduced_pair_of_cues_lowers_the_doubt_that_the_exercise_is_unresolvable():
-    """Two features, each found by two runs, that split the target rows in half are the two cues
-    of an underspecified exercise: a right head that misses one of five answers is then more
-    likely right than a coin. The same answers against a once-found partner keep the full doubt."""
-    _, truth, probs = _two_cues()
-    hard = probs.argmax(-1)
-    assert has_partner(hard, 1, np.array([True, True]))
-    assert not has_partner(hard, 1, np.array([False, True])) and not has_partner(hard, 1, np.array([True, False]))
-    assert not has_partner(hard[[1, 1]], 0, np.array([True, True]))  # identical features are no pair
-
-    def run(support):
-        follows = iter([1, 1, 1, 0, 1])  # whether each answer agrees with the right cue
-        return disambiguate(probs, lambda d: int(truth[d]) if next(follows) else 1 - int(truth[d]), 5,
-                            np.ones(2), np.random.default_rng(0), support=support)
-
-    paired, unpaired = run(np.array([2, 2])), run(np.array([1, 2]))
-    assert paired.chosen == unpaired.chosen == 1
-    assert paired.posterior["unresolvable"] < unpaired.posterior["unresolvable"]
-    assert paired.prob_at_least(0.8) > unpaired.prob_at_least(0.8)

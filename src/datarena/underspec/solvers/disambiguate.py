@@ -14,10 +14,6 @@ from datarena.errors import BudgetError
 EPS = 0.1  # query choice: how much one disagreeing answer counts against a hypothesis
 ERR = 0.05  # estimate: chance that the right hypothesis is wrong on one revealed row
 PRIOR_COIN = 0.5  # prior mass of "unresolvable": the truth is a coin flip where the top two disagree
-# ... when the chosen feature and another one, both reproduced, split the target rows about in half
-# (PARTNER_SPLIT): the two cues of an underspecified but resolvable exercise, each found twice
-PRIOR_COIN_PAIRED = 0.2
-PARTNER_SPLIT = (0.35, 0.65)
 PRIOR_OTHER = 0.1  # prior mass of "none of the hypotheses": answers match at an unknown rate
 UNREPRODUCED_TRUST = 0.1  # prior weight of a hypothesis that only one run found, relative to a reproduced one
 SUBMIT_CONFIDENCE = 0.75  # submit only at 3:1 odds that the labels beat the default (a wrong submission costs 3x a missed one)
@@ -78,25 +74,6 @@ class Disambiguation:
     def recommend_submit(self, default_score: float, confidence: float = SUBMIT_CONFIDENCE) -> bool:
         """Submit when the expected accuracy reaches the default score and, at `confidence`, beats it."""
         return self.estimate >= default_score and self.prob_at_least(default_score) >= confidence
-
-
-def has_partner(hard: np.ndarray, chosen: int, reproduced: np.ndarray) -> bool:
-    """Whether the chosen hypothesis, itself reproduced, has a reproduced partner that disagrees
-    with it on PARTNER_SPLIT of the target rows: the signature of two independent cues that both
-    explain the labeled data (an underspecified, resolvable exercise). Where the truth is a blend
-    of cues (06, 07: two digits summed) the features found twice rarely come in such a pair, so
-    "unresolvable" keeps its full prior there.
-
-    Measured by replaying the disambiguation of 66 stored runs (seeds 1000-1002, 10 query draws
-    each; benchmarks/bench_solvers.py --replay): Brier score 0.148 -> 0.081, points 1004 -> 1010,
-    submissions below the default 6 -> 6 (docs/solvers.md)."""
-    if not reproduced[chosen]:
-        return False
-    split = (hard != hard[chosen][None]).mean(1)
-    lo, hi = PARTNER_SPLIT
-    partner = reproduced & (split >= lo) & (split <= hi)
-    partner[chosen] = False
-    return bool(partner.any())
 
 
 def _log_beta(a: float, b: float) -> float:
@@ -188,14 +165,13 @@ def disambiguate(
     split = (hard != hard[chosen][None]).any(0)  # rows where some hypothesis disputes the chosen one
     f_split = float(split.mean())
     m, r = int(match[chosen].sum()), len(reveals)
-    coin = PRIOR_COIN_PAIRED if has_partner(hard, chosen, reproduced) else PRIOR_COIN
     with np.errstate(divide="ignore"):
-        parts = [np.log((1 - coin - PRIOR_OTHER) * weight / max(weight.sum(), 1e-300)) + loglik]
+        parts = [np.log((1 - PRIOR_COIN - PRIOR_OTHER) * weight / max(weight.sum(), 1e-300)) + loglik]
     accs = [(hard == hard[chosen][None]).mean(1) * np.asarray(val_accuracy, dtype=float)]
     if n_hyp > 1 and f_split > 0:
         on_split = split[rows]
         ll_coin = np.where(on_split, -np.log(n_classes), np.where(match[chosen], np.log(1 - ERR), np.log(ERR))).sum()
-        parts.append(np.array([np.log(coin) + ll_coin]))
+        parts.append(np.array([np.log(PRIOR_COIN) + ll_coin]))
         # where all agree, the chosen one is as good as on held-out labeled rows, unless no
         # hypothesis was reproduced: then only the answers speak for it
         agree_acc = float(val_accuracy[chosen]) if reproduced[chosen] else (m + 2) / (r + 4)
