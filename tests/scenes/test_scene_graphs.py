@@ -189,6 +189,85 @@ def test_aerial_bounds_leave_the_target_reachable():
         assert low <= target[twin].low and high >= target[twin].high, (attr, car.bounds)
 
 
+def test_the_car_heading_is_a_signed_periodic_attribute_and_wraps():
+    """Issue 33: a target whose cars all turn one way off their road is reachable (the heading is signed,
+    not a magnitude), and periodic attributes wrap: the generator turned by a full turn renders the same
+    scenes, and a car turned by half a turn is the same rectangle (a road is not: its cars change sides)."""
+    from datarena.metasim.graph_generator import GraphGenerator
+
+    car = AERIAL.types["car"]
+    assert "heading" in car.mutable and "heading" not in car.symmetric and "heading" not in car.bounds
+    batch = sample_graphs(AERIAL, 6, seed=2)
+    gen = GraphGenerator(AERIAL)
+    with torch.no_grad():
+        base = render_graph(AERIAL, batch, gen(batch))
+        full = GraphGenerator(AERIAL)
+        assert full.turn_periodic(1.0) == 2  # road angles and car headings by 360 degrees
+        half = GraphGenerator(AERIAL)
+        half.turn[AERIAL.order().index("car"), ATTRIBUTES.index("heading")] = 2.0  # 180 degrees (unit: 90)
+        for turned in (full, half):
+            out = turned(batch)
+            assert not torch.allclose(out, gen(batch))  # the attributes did move ...
+            other = render_graph(AERIAL, batch, out)
+            assert (other.masks != base.masks).float().mean() < 2e-3  # ... the scenes did not (float error at edges)
+            assert (other.images - base.images).abs().mean() < 2e-3
+
+
+def test_the_graph_generator_learns_a_signed_heading_offset_and_its_state_stays_bounded():
+    """Pull every car's heading toward +20 degrees (axially: a car at -160 is the same) with the trainer's
+    Adam settings: the generator gets there (not to -20, the mirror a magnitude would give), and the node
+    state stays normalised (unnormalised, it grew ~150x in a real run and an Adam step turned headings by
+    hundreds of degrees)."""
+    from datarena.metasim.aerial import node_attributes
+    from datarena.metasim.graph_generator import GraphGenerator
+
+    gen = GraphGenerator(AERIAL)
+    opt = torch.optim.Adam(gen.parameters(), lr=0.003)
+    col = ATTRIBUTES.index("heading")
+    for step in range(150):
+        batch = sample_graphs(AERIAL, 32, seed=100 + step)
+        cars = batch.present & (batch.type_id == AERIAL.order().index("car"))
+        heading = gen(batch)[..., col][cars]
+        loss = (1 - torch.cos(torch.deg2rad(2 * (heading - 20.0)))).mean()  # axial distance to +20
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    probe = sample_graphs(AERIAL, 64, seed=7)
+    captured = {}
+    gen.head.register_forward_hook(lambda m, i, o: captured.update(h=i[0]))  # returns None: output unchanged
+    with torch.no_grad():
+        learned = node_attributes(gen(probe), AERIAL, probe)["car.heading"]
+    assert abs(learned - 20.0) < 3.0, learned
+    state = captured["h"][probe.present].abs().sum(-1).mean()
+    with torch.no_grad():  # trunk weights that grow (as they did) leave the state the head reads the same size
+        for layer in (gen.encode[0], gen.encode[2]):
+            layer.weight *= 10
+        gen(probe)
+    grown = captured["h"][probe.present].abs().sum(-1).mean()
+    assert grown < 1.5 * state, (float(state), float(grown))  # unnormalised: ~100x
+
+
+def test_generators_saved_before_the_normalised_state_load_as_they_were_trained(tmp_path):
+    """A generator.pt without "norm" (written before issue 33) is rebuilt without the normalisation, so
+    the shipped file renders what it rendered when it was measured."""
+    from datarena.metasim.aerial import load_graph_generator
+    from datarena.metasim.graph_generator import GraphGenerator
+
+    old = GraphGenerator(AERIAL, norm=False)
+    torch.manual_seed(3)
+    for p in old.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    blob = {"kind": "scene_graph", "state_dict": old.state_dict(), "prior": AERIAL.model_dump(mode="json"),
+            "hidden": 64, "rounds": 2, "per_object": False}
+    loaded, _ = load_graph_generator(blob, "an old file")
+    batch = sample_graphs(AERIAL, 4, seed=1)
+    with torch.no_grad():
+        assert loaded.norms is None and torch.allclose(loaded(batch), old(batch))
+        new = GraphGenerator(AERIAL)
+        loaded_new, _ = load_graph_generator({**blob, "state_dict": new.state_dict(), "norm": True}, "a new file")
+        assert loaded_new.norms is not None and torch.allclose(loaded_new(batch), new(batch))
+
+
 def test_meta_sim_on_scene_graphs_lowers_the_mmd():
     """The exact MMD gradient through the renderer moves the graph generator toward the target."""
     from datarena.metasim.aerial import AerialConfig, train_aerial
@@ -328,15 +407,17 @@ def test_graph_restarts_turn_only_periodic_attributes_and_choose_by_the_task_sco
     probe = sample_graphs(AERIAL, 6, seed=3)
     with torch.no_grad():
         before = gen(probe)
-        assert gen.turn_periodic(0.25) == 1  # road.angle; car.heading is bounded [0, 90]: no turn
+        assert gen.turn_periodic(0.25) == 2  # road.angle and car.heading (signed, unbounded)
         moved = gen(probe) - before
-    road = (probe.type_id == AERIAL.order().index("road")) & probe.present
-    angle = ATTRIBUTES.index("angle")
-    assert torch.allclose(moved[..., angle][road], torch.full((int(road.sum()),), 90.0), atol=1e-4)
-    moved[..., angle][road] = 0.0
+    for kind, attr in (("road", "angle"), ("car", "heading")):
+        nodes = (probe.type_id == AERIAL.order().index(kind)) & probe.present
+        col = ATTRIBUTES.index(attr)
+        assert torch.allclose(moved[..., col][nodes], torch.full((int(nodes.sum()),), 90.0), atol=1e-4)
+        moved[..., col][nodes] = 0.0
     assert moved.abs().max() < 1e-5  # every other attribute, every other node: untouched
 
-    fixed = parse_graph_grammar(_with({"types.road.mutable": ["width"]}), "no periodic attribute")
+    fixed = parse_graph_grammar(_with({"types.road.mutable": ["width"],
+                                       "types.car.mutable": ["t", "lateral", "length", "width"]}), "no periodic attribute")
     problem = GraphProblem(fixed, AerialConfig(), GraphGenerator(fixed), None, None, None, None, None, None)
     with pytest.raises(ConfigError, match="no periodic attribute"):
         problem.turn_periodic(0.5)
@@ -349,10 +430,11 @@ def test_graph_restarts_turn_only_periodic_attributes_and_choose_by_the_task_sco
     assert len({r["task_score"] for r in rows}) == 3  # the real score tells the starts apart (no tie to break)
     chosen = [i for i, r in enumerate(rows) if r.get("chosen")]
     assert chosen == [max(range(3), key=lambda i: rows[i]["task_score"])]
-    assert res.generator.turn[res.generator.periodic].item() == pytest.approx(4 * rows[chosen[0]]["start_turn"])
+    turns = res.generator.turn[res.generator.periodic]  # road.angle and car.heading, turned alike
+    assert turns.tolist() == pytest.approx([4 * rows[chosen[0]]["start_turn"]] * 2)
 
     # a score that prefers the last start: that start (not the first, not the lowest MMD) continues
     monkeypatch.setattr(GraphProblem, "task_score", lambda self: float(self.generator.turn.max()))
     res = train_aerial(cfg=cfg, show_progress=False)
     assert [bool(r.get("chosen")) for r in res.report["restarts"]] == [False, False, True]
-    assert res.generator.turn[res.generator.periodic].item() == pytest.approx(4 * 2 / 3)
+    assert res.generator.turn[res.generator.periodic].tolist() == pytest.approx([4 * 2 / 3] * 2)

@@ -152,15 +152,24 @@ def _mutable_table(grammar: SceneGraphGrammar) -> torch.Tensor:
 
 
 def node_attributes(attrs: torch.Tensor, grammar: SceneGraphGrammar, probe: SceneGraphBatch) -> dict:
-    """Mean of every mutable attribute per node type of `attrs` for a probe batch ('car.length': ...);
-    |lateral| and |heading|."""
+    """Mean of every mutable attribute per node type of `attrs` for a probe batch ('car.length': ...):
+    the magnitude of a symmetric one (|lateral|), the axial mean of a heading (a rectangle turned by 180
+    degrees is the same: the mean of the doubled angle, halved, in (-90, 90])."""
     out = {}
     for ti, name in enumerate(grammar.order()):
         sel = (probe.type_id == ti) & probe.present
-        for attr in grammar.types[name].mutable:
+        node = grammar.types[name]
+        for attr in node.mutable:
             values = attrs[..., ATTRIBUTES.index(attr)][sel]
-            values = values.abs() if attr in ("lateral", "heading") else values
-            out[f"{name}.{attr}"] = float(values.mean()) if len(values) else float("nan")
+            if not len(values):
+                out[f"{name}.{attr}"] = float("nan")
+            elif attr in node.symmetric:
+                out[f"{name}.{attr}"] = float(values.abs().mean())
+            elif attr == "heading":
+                double = torch.deg2rad(2 * values)
+                out[f"{name}.{attr}"] = float(torch.rad2deg(torch.atan2(double.sin().mean(), double.cos().mean())) / 2)
+            else:
+                out[f"{name}.{attr}"] = float(values.mean())
     return out
 
 
@@ -367,7 +376,8 @@ def save_aerial_run(result: AerialResult, prior: SceneGraphGrammar | str, target
     probe = sample_graphs(t, cfg.target_images, cfg.seed + 2_000_003)
     targets = node_attributes(probe.attrs, t, probe)
     checkpoint = {"kind": "scene_graph", "state_dict": result.generator.state_dict(), "prior": p.model_dump(mode="json"),
-                  "hidden": cfg.hidden, "rounds": cfg.rounds, "per_object": cfg.per_object}
+                  "hidden": cfg.hidden, "rounds": cfg.rounds, "per_object": cfg.per_object,
+                  "norm": result.generator.norm}
 
     def pictures(tmp: Path) -> None:
         keys = [k for k in PLOTTED if k in result.report["attributes_learned"]]
@@ -383,7 +393,8 @@ def load_graph_generator(blob: dict, label: str) -> tuple[GraphGenerator, SceneG
     from datarena.scenes.graph import parse_graph_grammar
 
     grammar = parse_graph_grammar(blob["prior"], f"prior stored in {label}")
-    gen = GraphGenerator(grammar, blob["hidden"], blob["rounds"], blob["per_object"])
+    # files written before the node state was normalised have no "norm": they load as they were trained
+    gen = GraphGenerator(grammar, blob["hidden"], blob["rounds"], blob["per_object"], norm=blob.get("norm", False))
     # generators saved before restarts existed have no `turn` (they never turned): zeros
     gen.load_state_dict({"turn": gen.turn, **blob["state_dict"]})
     return gen.eval(), grammar

@@ -6,7 +6,7 @@ aggregation: the result does not depend on the order of siblings, i.e. the netwo
 permutation-equivariant over them); a head outputs changes to the node's *mutable* attributes
 only. The last layer starts at zero, so an untrained generator is the identity (the prior). An
 attribute the grammar bounds (`bounds: {length: [5, 14]}`) is changed in logit space between its
-bounds, so it can never leave them; a `symmetric` one (a side: lateral, heading) has its magnitude
+bounds, so it can never leave them; a `symmetric` one (a side: lateral) has its magnitude
 changed and keeps its sign, so one shared change moves every car toward (or away from) its road.
 `per_object=True` skips the message passing: the per-object MLP of the ablation. `turn_periodic`
 starts the generator a fraction of a full turn away on every periodic attribute (an unbounded
@@ -33,15 +33,21 @@ def _units(canvas: int) -> torch.Tensor:
 
 
 class GraphGenerator(nn.Module):
-    def __init__(self, grammar: SceneGraphGrammar, hidden: int = 64, rounds: int = 2, per_object: bool = False):
+    def __init__(self, grammar: SceneGraphGrammar, hidden: int = 64, rounds: int = 2, per_object: bool = False,
+                 norm: bool = True):
         super().__init__()
-        self.grammar, self.rounds, self.per_object = grammar, rounds, per_object
+        self.grammar, self.rounds, self.per_object, self.norm = grammar, rounds, per_object, norm
         self.n_types = len(grammar.types)
         a = len(ATTRIBUTES)
         self.register_buffer("units", _units(grammar.canvas))
         self.encode = nn.Sequential(nn.Linear(self.n_types + a, hidden), nn.ReLU(), nn.Linear(hidden, hidden))
         self.update = nn.ModuleList(nn.Sequential(nn.Linear(4 * hidden, hidden), nn.ReLU(), nn.Linear(hidden, hidden))
                                     for _ in range(rounds))
+        # the node state is layer-normalised after the encoder and after every round. Without it the state
+        # grew ~150x in training (sum |h| per car 17 -> 2,500), so one Adam step of the head turned a heading
+        # by hundreds of degrees and periodic attributes never settled (docs/benchmarks.md, issue 33).
+        # norm=False is the architecture of generators saved before (they load as they were trained)
+        self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(rounds + 1)) if norm else None
         self.head = nn.Linear(hidden, a)
         # per (type, attribute): bounded? and its [low, high] (0, 1 where unbounded)
         order = grammar.order()
@@ -83,12 +89,13 @@ class GraphGenerator(nn.Module):
         """New attributes (N, M, A): the sampled ones plus learned changes to the mutable ones."""
         types = nn.functional.one_hot(batch.type_id.clamp_min(0), self.n_types).float()
         z = batch.attrs / self.units
-        h = self.encode(torch.cat([types, z], -1)) * batch.present[..., None]
+        norm = (lambda i, x: self.norms[i](x)) if self.norms is not None else (lambda i, x: x)  # noqa: E731
+        h = norm(0, self.encode(torch.cat([types, z], -1))) * batch.present[..., None]
         if not self.per_object:
             parent, children, siblings = self._relations(batch)
-            for layer in self.update:
+            for i, layer in enumerate(self.update):
                 msg = torch.cat([h, parent @ h, children @ h, siblings @ h], -1)
-                h = (h + layer(msg)) * batch.present[..., None]
+                h = norm(i + 1, h + layer(msg)) * batch.present[..., None]
         ti = batch.type_id.clamp_min(0)
         change = (self.head(h) + self.turn[ti]) * batch.mutable.float()  # normalised units (logits where bounded)
         symmetric = self.symmetric[ti] & batch.mutable

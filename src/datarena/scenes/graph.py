@@ -49,8 +49,8 @@ class NodeType(BaseModel):
     # where a generator may move a mutable attribute: [low, high] (it edits it in logit space there), so
     # that a learned generator cannot shrink objects to nothing or push them off the canvas
     bounds: dict[str, tuple[float, float]] = Field(default_factory=dict)
-    # attributes whose sign is a side (lateral: left or right of the road; heading: which way off the axis): a
-    # generator edits their magnitude and keeps the sign (bounds then bound the magnitude)
+    # attributes whose sign is a side (lateral: left or right of the road): a generator edits their magnitude
+    # and keeps the sign (bounds then bound the magnitude)
     symmetric: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
