@@ -14,7 +14,7 @@ target test accuracy and the learned attributes; goal (issue 33) learned >= 0.95
 >= 80 %. Family 0 is the tuning family; reported figures use family 1.
 Run: .venv/bin/python benchmarks/bench_metasim.py --pair random --family 1 [--kind aerial] [--select-by mmd] [--loss both]
      [--restarts 1] [--only 0 3] [--grids docs/img/metasim_random_{which}.png]
-     (aerial: [--restarts 4] restarts over the road angle chosen by a CarProxy task score; [--eval-seeds 1];
+     (aerial: [--restarts 4] restarts over the road angle and car heading chosen by a CarProxy task score; [--eval-seeds 1];
      [--cache prior-oracle.json] keeps each target's prior and oracle IoU between runs)
      .venv/bin/python benchmarks/bench_metasim.py [--seeds 0 1 2] [--pairs mnist bigmnist] [--no-ablation] [--losses mmd task]
      .venv/bin/python benchmarks/bench_metasim.py --baselines-only --seeds 0 1 2 3 4   (prior and oracle only, ~40 s each)
@@ -126,7 +126,7 @@ def random_aerial(family_seed: int, count: int, only: list[int] | None, epochs: 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; aerial family {family_seed}, seed {seed}, "
           f"training seeds per score: {eval_seeds or 'the preset'}s")
     print(f"{'target':18s} {'prior':>6s} {'learned':>7s} {'oracle':>6s} {'l/o':>5s} {'p/o':>5s} | "
-          f"{'|head| tgt':>10s} {'learned':>7s} {'|lat| tgt':>9s} {'learned':>7s} {'s':>5s}")
+          f"{'head tgt':>10s} {'learned':>7s} {'|lat| tgt':>9s} {'learned':>7s} {'L x W':>9s} {'s':>5s}")
     ratios = []
     for i, target in enumerate(aerial_targets(family_seed, count)):
         if only and i not in only:
@@ -155,7 +155,7 @@ def random_aerial(family_seed: int, count: int, only: list[int] | None, epochs: 
             save_aerial_grid("aerial", target, res.generator, grids.replace("{which}", target.name), seed=seed)
         print(f"{target.name:18s} {p:6.3f} {learned:7.3f} {o:6.3f} {learned / o:5.2f} {p / o:5.2f} | "
               f"{want['car.heading']:10.1f} {got['car.heading']:7.1f} {want['car.lateral']:9.1f} {got['car.lateral']:7.1f} "
-              f"{time.perf_counter() - t0:5.0f}   (training {train_s:.0f} s; {target.description})", flush=True)
+              f"{got['car.length']:4.1f}x{got['car.width']:<4.1f} {time.perf_counter() - t0:5.0f}   (training {train_s:.0f} s; {target.description})", flush=True)
     print(f"learned / oracle >= 0.90 on {sum(r >= 0.9 for r in ratios)} of {len(ratios)} targets; "
           f"median {float(np.median(ratios)):.3f}, min {min(ratios):.3f}", flush=True)
 
