@@ -199,11 +199,14 @@ def test_the_car_heading_is_a_signed_periodic_attribute_and_wraps():
     assert "heading" in car.mutable and "heading" not in car.symmetric and "heading" not in car.bounds
     batch = sample_graphs(AERIAL, 6, seed=2)
     gen = GraphGenerator(AERIAL)
+    torch.manual_seed(4)
+    torch.nn.init.normal_(gen.head.weight, std=0.05)  # a generator that edits, not the identity
     with torch.no_grad():
         base = render_graph(AERIAL, batch, gen(batch))
-        full = GraphGenerator(AERIAL)
+        full, half = GraphGenerator(AERIAL), GraphGenerator(AERIAL)
+        for turned in (full, half):
+            turned.load_state_dict(gen.state_dict())
         assert full.turn_periodic(1.0) == 2  # road angles and car headings by 360 degrees
-        half = GraphGenerator(AERIAL)
         half.turn[AERIAL.order().index("car"), ATTRIBUTES.index("heading")] = 2.0  # 180 degrees (unit: 90)
         for turned in (full, half):
             out = turned(batch)
