@@ -124,7 +124,7 @@ def random_aerial(family_seed: int, count: int, only: list[int] | None, epochs: 
     over = {"seeds": eval_seeds} if eval_seeds else {}
     base = {"epochs": epochs} if epochs else {}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; aerial family {family_seed}, seed {seed}, "
-          f"training seeds per score: {eval_seeds or 'the preset'}s")
+          f"training seeds per score: {eval_seeds or 'as the preset'}")
     print(f"{'target':18s} {'prior':>6s} {'learned':>7s} {'oracle':>6s} {'l/o':>5s} {'p/o':>5s} | "
           f"{'head tgt':>10s} {'learned':>7s} {'|lat| tgt':>9s} {'learned':>7s} {'L x W':>9s} {'s':>5s}")
     ratios = []

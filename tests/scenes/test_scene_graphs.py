@@ -224,6 +224,7 @@ def test_the_graph_generator_learns_a_signed_heading_offset_and_its_state_stays_
     from datarena.metasim.aerial import node_attributes
     from datarena.metasim.graph_generator import GraphGenerator
 
+    torch.manual_seed(0)  # the initial weights: unseeded, they followed whatever ran before in the worker
     gen = GraphGenerator(AERIAL)
     opt = torch.optim.Adam(gen.parameters(), lr=0.003)
     col = ATTRIBUTES.index("heading")
@@ -240,7 +241,7 @@ def test_the_graph_generator_learns_a_signed_heading_offset_and_its_state_stays_
     gen.head.register_forward_hook(lambda m, i, o: captured.update(h=i[0]))  # returns None: output unchanged
     with torch.no_grad():
         learned = node_attributes(gen(probe), AERIAL, probe)["car.heading"]
-    assert abs(learned - 20.0) < 3.0, learned
+    assert abs(learned - 20.0) < 5.0, learned  # 8 initial seeds: 18.9-21.4 (CI once 23.2); the mirror gives ~0
     state = captured["h"][probe.present].abs().sum(-1).mean()
     with torch.no_grad():  # trunk weights that grow (as they did) leave the state the head reads the same size
         for layer in (gen.encode[0], gen.encode[2]):
