@@ -121,28 +121,6 @@ def test_training_is_deterministic_and_resumable(digits, tmp_path):
         train_segmentation(train, b.model_copy(update={"lr": 0.5}), checkpoint=ckpt, resume=True, show_progress=False)
 
 
-def test_the_scored_model_is_the_mean_of_the_last_iterates_and_resumes(digits, tmp_path):
-    """average_last=0.5 of 4 iterations: the model is the mean of the weights (and BN statistics) after
-    iterations 3 and 4, not the last iterate; a run stopped inside the window resumes to the same model."""
-    train, _ = digits
-    b = budget_from("digit_scenes", iterations=4, **TINY)
-    averaged_b = b.model_copy(update={"average_last": 0.5})
-    third = train_segmentation(train, b.model_copy(update={"iterations": 4}), stop_after=3, show_progress=False)
-    w3 = {k: v.clone() for k, v in third.model.state_dict().items()}
-    last = train_segmentation(train, b, show_progress=False)
-    averaged = train_segmentation(train, averaged_b, show_progress=False)
-    assert averaged.checksum != last.checksum
-    for name, value in averaged.model.state_dict().items():
-        if value.dtype.is_floating_point:
-            assert torch.allclose(value, (w3[name] + last.model.state_dict()[name]) / 2, atol=1e-6), name
-    ckpt = tmp_path / "ckpt.pt"
-    train_segmentation(train, averaged_b, checkpoint=ckpt, stop_after=3, show_progress=False)
-    resumed = train_segmentation(train, averaged_b, checkpoint=ckpt, resume=True, show_progress=False)
-    assert resumed.checksum == averaged.checksum
-    with pytest.raises(Exception, match="different budget"):
-        train_segmentation(train, b, checkpoint=ckpt, resume=True, show_progress=False)
-
-
 def binary(data: SegmentationSet) -> SegmentationSet:
     masks = np.where((data.masks > 0) & (data.masks != IGNORE), 1, data.masks).astype(np.uint8)
     return SegmentationSet(images=data.images, masks=masks, classes=("background", "digit"))

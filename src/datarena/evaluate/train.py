@@ -70,10 +70,6 @@ class Budget(BaseModel):
     # the bootstrap over test images (datarena.evaluate.uncertainty)
     seeds: int = Field(1, ge=1, le=10)
     checkpoint_every: int = Field(500, ge=1)
-    # the scored model is the running mean of the weights (and BatchNorm statistics) over this final
-    # fraction of the iterations (Izmailov et al. 2018, SWA, without a second BN pass); 0 = the last
-    # iterate. Averaging removes most of the last steps' SGD noise, the seed-to-seed spread a score carries
-    average_last: float = Field(0.0, ge=0.0, lt=1.0)
 
 
 PRESETS: dict[str, Budget] = {
@@ -181,50 +177,11 @@ def poly_lr(budget: Budget, iteration: int) -> float:
     return budget.lr * (1.0 - iteration / budget.iterations) ** budget.poly_power
 
 
-def _save_checkpoint(path: Path, model, opt, iteration: int, budget: Budget, average: WeightAverage) -> None:
+def _save_checkpoint(path: Path, model, opt, iteration: int, budget: Budget) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "iteration": iteration,
-                "budget": budget.model_dump(), "average": average.state()}, tmp)
+                "budget": budget.model_dump()}, tmp)
     os.replace(tmp, path)
-
-
-class WeightAverage:
-    """The running mean of a model's floating-point state (parameters and BatchNorm running
-    statistics) over the iterations from `start` on; integer buffers keep their last value."""
-
-    def __init__(self, budget: Budget):
-        self.start = budget.iterations - round(budget.average_last * budget.iterations) if budget.average_last > 0 else None
-        self.count = 0
-        self.mean: dict[str, torch.Tensor] = {}
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module, done: int) -> None:
-        """After iteration `done` (1-based): fold the current weights into the mean when it is in the window."""
-        if self.start is None or done <= self.start:
-            return
-        self.count += 1
-        for name, value in model.state_dict().items():
-            if not value.dtype.is_floating_point:
-                continue
-            if name not in self.mean:
-                self.mean[name] = value.detach().clone()
-            else:
-                self.mean[name].add_(value.detach() - self.mean[name], alpha=1.0 / self.count)
-
-    def state(self) -> dict:
-        return {"count": self.count, "mean": self.mean}
-
-    def load(self, state: dict | None) -> None:
-        if self.start is not None and state is None:
-            raise ConfigError("the checkpoint holds no weight average; resume with the budget it was written with.")
-        if state is not None:
-            self.count, self.mean = int(state["count"]), dict(state["mean"])
-
-    @torch.no_grad()
-    def apply(self, model: torch.nn.Module) -> None:
-        """Put the mean into the model (nothing when no iteration was averaged)."""
-        if self.count:
-            model.load_state_dict({**model.state_dict(), **self.mean})
 
 
 @dataclass
@@ -321,18 +278,15 @@ def train_segmentation(dataset, budget: Budget, checkpoint: str | Path | None = 
     opt = torch.optim.SGD(param_groups(model, budget), lr=budget.lr, momentum=budget.momentum,
                           weight_decay=budget.weight_decay)
     start = 0
-    average = WeightAverage(budget)
     ckpt = Path(checkpoint) if checkpoint else None
     if resume:
         if ckpt is None or not ckpt.is_file():
             raise ConfigError(f"cannot resume: checkpoint {ckpt} does not exist.")
         state = torch.load(ckpt, map_location=device, weights_only=False)
-        saved = {name: field.default for name, field in Budget.model_fields.items()} | state["budget"]  # older files lack newer settings
-        if saved != budget.model_dump():
+        if state["budget"] != budget.model_dump():
             raise ConfigError(f"{ckpt} was written with a different budget; resume with the same settings.")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        average.load(state.get("average"))
         start = state["iteration"]
     end = budget.iterations if stop_after is None else min(budget.iterations, start + stop_after)
     model.train()
@@ -356,17 +310,14 @@ def train_segmentation(dataset, budget: Budget, checkpoint: str | Path | None = 
                 loss.backward()
                 opt.step()
                 loss_value = float(loss.detach())
-                average.update(model, it + 1)
                 if ckpt is not None and ((it + 1) % budget.checkpoint_every == 0 or it + 1 == end):
-                    _save_checkpoint(ckpt, model, opt, it + 1, budget, average)
+                    _save_checkpoint(ckpt, model, opt, it + 1, budget)
                 elapsed = time.perf_counter() - t0
                 img_s = (it + 1 - start) * budget.batch_size / max(elapsed, 1e-9)
                 advance(1, loss=loss_value, img_s=img_s)
                 if on_progress is not None:
                     on_progress(it + 1, budget.iterations, {"loss": loss_value, "img_s": img_s})
     seconds = time.perf_counter() - t0
-    if end == budget.iterations:  # a finished run scores the average; a stopped one stays resumable as it is
-        average.apply(model)
     model.eval()
     return TrainResult(model, end, seconds, (end - start) * budget.batch_size / max(seconds, 1e-9), loss_value,
                        state_dict_sha256(model.state_dict()), str(backbone_weights) if backbone_weights else None,
