@@ -125,6 +125,23 @@ def test_masks_and_boxes_match_the_image():
     assert (r.boxes[r.classes < 0] == -1).all()
 
 
+def test_a_few_scenes_render_eagerly_with_the_compiled_kernels_pixels(monkeypatch):
+    """Under EAGER_BELOW scenes without gradients, a fresh process renders eagerly (no compile of
+    seconds for `scenes render --n 3`), and the pixels are the compiled kernel's, bit for bit."""
+    import datarena.scenes.render as R
+
+    g = load_grammar("digit_scenes")
+    compiled = render(g.sample(R.EAGER_BELOW + 6, seed=5), g)  # a batch that large: the compiled kernel
+    monkeypatch.setattr(R, "_compiled", None)  # as in a process that has compiled nothing yet
+    asked = []
+    monkeypatch.setattr(R, "_core", lambda: asked.append(1) or R._render_core)
+    eager = render(g.sample(8, seed=5), g)
+    assert not asked  # the compiler was not asked for
+    assert torch.equal(eager.images, compiled.images[:8]) and torch.equal(eager.masks, compiled.masks[:8])
+    render(g.sample(R.EAGER_BELOW, seed=5), g)
+    assert asked  # from EAGER_BELOW scenes on it is
+
+
 def test_ignore_band_and_background_noise():
     g = load_grammar("digit_scenes_target")
     r = render(g.sample(16, seed=2), g)

@@ -106,6 +106,7 @@ def _render_core(pbank, tex, coef, classes, intensity, background, lo: float, hi
 
 
 _compiled = None
+EAGER_BELOW = 64  # scenes per batch under which a no-gradient render skips the compile
 
 
 def _core():
@@ -163,7 +164,10 @@ def render(
     dev = attrs.device
     coef = affine_params(attrs, bank.textures.shape[-1])
     lo, hi = grammar.ignore_band or (grammar.mask_threshold, grammar.mask_threshold)
-    image, masks, boxes = _safe_core()(
+    # compiling costs seconds once per process: a few scenes rendered without gradients (a small
+    # `scenes render`, a test) run eagerly unless the kernel is compiled already (same pixels either way)
+    eager = len(batch) < EAGER_BELOW and not attrs.requires_grad and _compiled is None
+    image, masks, boxes = (_render_core if eager else _safe_core())(
         padded_bank(bank, dev), batch.texture.to(dev), coef, batch.classes.to(dev), attrs[..., _IINT],
         batch.background.float().to(dev), float(lo), float(hi), size, size,
     )
