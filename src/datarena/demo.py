@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-DEMO_METASIM_EPOCHS = 6  # a partial Meta-Sim run: between prior and target on the board (docs/benchmarks.md)
+DEMO_METASIM_EPOCHS = 10  # a partial Meta-Sim run: between prior and target on the board (docs/benchmarks.md)
 DEMO_SECRET_PHRASE = "datarena demo server secret (published: not for real challenges)"
 DEMO_SERVER_SECRET = hashlib.sha256(DEMO_SECRET_PHRASE.encode()).hexdigest()
 
@@ -109,7 +109,7 @@ def dataset_round(arena, url: str, out: Path, console: Console) -> list[dict]:
     generator learned from the prior in the demo itself, the target grammar; the server's embedded
     worker scores each (seeds x training runs) and the board ranks them with intervals.
 
-    The demo's Meta-Sim run is short (`DEMO_METASIM_EPOCHS`, about 20 s): it moves the prior part
+    The demo's Meta-Sim run is short (`DEMO_METASIM_EPOCHS`, about 25 s): it moves the prior part
     of the way, so the board has three qualities to tell apart. The full 80-epoch run (the shipped
     `aerial_learned.pt`) reaches the target's score (docs/benchmarks.md), and on a board it would
     share the target's rank group."""

@@ -400,20 +400,25 @@ def _class_names(budget: Budget, testset=None) -> tuple[str, ...] | None:
     return VOC_CLASSES if budget.num_classes == 21 else DIGIT_CLASSES if budget.num_classes == 11 else None
 
 
+def check_dataset(dataset_path: str | Path, budget: Budget) -> None:
+    """Refuse a dataset the budget cannot score; the image size is checked whatever the crop size."""
+    from datarena.data.segmentation import DatasetRules, validate_segmentation
+
+    rules = DatasetRules(size=budget.image_size, num_classes=budget.num_classes)
+    validate_segmentation(Path(dataset_path), rules).raise_for_problems()
+
+
 def train_dataset(dataset_path: str | Path, budget: Budget, out: str | Path, resume: bool = False,
                   backbone_weights: str | Path | None = None, device: str = "cpu",
                   validate: Literal["strict", "skip"] = "strict", show_progress: bool = True,
                   on_progress: Callable[[int, int, dict], None] | None = None,
                   overlays_from: Literal["test", "dataset", "none"] = "test") -> tuple[dict, torch.nn.Module]:
     """Deadline 1: validate, train under the budget, write model.pt and report.json (checksum; no test set)."""
-    from datarena.data.segmentation import DatasetRules, validate_segmentation
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dataset_path = Path(dataset_path)
-    if validate == "strict":  # the image size is checked whatever the crop size
-        rules = DatasetRules(size=budget.image_size, num_classes=budget.num_classes)
-        validate_segmentation(dataset_path, rules).raise_for_problems()
+    if validate == "strict":
+        check_dataset(dataset_path, budget)
     dataset = load_segmentation(dataset_path)
     result = train_segmentation(dataset, budget, checkpoint=out / "checkpoint.pt", resume=resume,
                                 backbone_weights=backbone_weights, device=device, show_progress=show_progress,
@@ -492,32 +497,45 @@ def score_dataset(dataset_path: str | Path, test_path: str | Path, budget: Budge
     """Both deadlines at once: train (train_dataset), then score on the test set (score_model).
 
     With `budget.seeds` > 1 the training runs again with seeds seed + 1, ... (in out/seeds/K/);
-    the score is their mean mIoU, its interval adds their spread; `model_sha256` stays the first
+    on the CPU the seeds train side by side in processes of one thread each (evaluate.parallel:
+    faster, and a seed's model does not depend on the core count). The score is their mean mIoU, its interval adds their spread; `model_sha256` stays the first
     seed's model (the one in out/). `overlays_from="dataset"` draws overlays.png on the scored
     dataset's own first images, never on the test set (what a hosted challenge may show a team
     without leaking its test set).
     """
-    total = budget.iterations * budget.seeds
+    if budget.seeds > 1 and str(device) == "cpu":  # seeds side by side, one thread each (evaluate.parallel)
+        from datarena.evaluate.parallel import train_seeds_in_processes
 
-    def progress_of(k: int):
-        if on_progress is None:
-            return None
-        return lambda it, _total, info: on_progress(k * budget.iterations + it, total, info)
+        if validate == "strict":
+            check_dataset(dataset_path, budget)
+        runs = train_seeds_in_processes(dataset_path, test_path, budget, out, resume, backbone_weights, show_progress,
+                                        on_progress, overlays_from)
+        trained, scored = runs[0][0], runs[0][1]
+        confusions = [list(c) for _, _, c in runs]
+        seed_checksums = [t["model_sha256"] for t, _, _ in runs]
+    else:
+        total = budget.iterations * budget.seeds
 
-    trained, model = train_dataset(dataset_path, budget, out, resume, backbone_weights, device, validate,
-                                   show_progress, progress_of(0), overlays_from)
-    confusions: list[list[np.ndarray]] = [[]]
-    scored = score_model(model, test_path, budget, out, device, overlays=overlays_from == "test",
-                         per_image=confusions[0], interval=False)
-    seed_checksums = [trained["model_sha256"]]
-    for k in range(1, budget.seeds):
-        again = budget.model_copy(update={"seed": budget.seed + k})
-        extra, model_k = train_dataset(dataset_path, again, Path(out) / "seeds" / str(k), resume, backbone_weights,
-                                       device, "skip", show_progress, progress_of(k), "none")
-        confusions.append([])
-        score_model(model_k, test_path, again, Path(out) / "seeds" / str(k), device, overlays=False,
-                    per_image=confusions[-1], interval=False)
-        seed_checksums.append(extra["model_sha256"])
+        def progress_of(k: int):
+            if on_progress is None:
+                return None
+            return lambda it, _total, info: on_progress(k * budget.iterations + it, total, info)
+
+        trained, model = train_dataset(dataset_path, budget, out, resume, backbone_weights, device, validate,
+                                       show_progress, progress_of(0), overlays_from)
+        confusions = [[]]
+        scored = score_model(model, test_path, budget, out, device, overlays=overlays_from == "test",
+                             per_image=confusions[0], interval=False)
+        seed_checksums = [trained["model_sha256"]]
+        for k in range(1, budget.seeds):
+            again = budget.model_copy(update={"seed": budget.seed + k})
+            out_k = Path(out) / "seeds" / str(k)
+            extra, model_k = train_dataset(dataset_path, again, out_k, resume and (out_k / "checkpoint.pt").is_file(),
+                                           backbone_weights, device, "skip", show_progress, progress_of(k), "none")
+            confusions.append([])
+            score_model(model_k, test_path, again, out_k, device, overlays=False, per_image=confusions[-1],
+                        interval=False)
+            seed_checksums.append(extra["model_sha256"])
     report = {**trained, **scored, **_interval(confusions, budget.num_classes), "seeds": budget.seeds,
               "model_sha256_seeds": seed_checksums}
     # per test image and seed: what a split of the test set (public / private parts) is scored from

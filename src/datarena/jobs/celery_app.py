@@ -102,6 +102,8 @@ def run_worker(broker_url: str, database_url: str, queues: list[str], concurrenc
 
     os.environ.update({"DATARENA_DATABASE_URL": database_url, LEASE_ENV: str(lease_s),
                        "DATARENA_WORKER_POOL": "prefork" if concurrency > 1 else "solo"})
+    if concurrency > 1:  # jobs side by side: their scores' seed processes share the cores (evaluate.parallel)
+        os.environ.setdefault("DATARENA_SEED_PROCESSES", str(max(1, 2 * (os.cpu_count() or 1) // concurrency)))
     app = make_celery(broker_url, prefix)
     reaper_box: dict = {}
 
