@@ -46,8 +46,8 @@ def main() -> None:
     base = [score_dataset(data, test, budget_from(a.preset, seed=k, seeds=1), a.work / f"base{k}", show_progress=False)
             for k in range(a.seeds)]
     t_base = time.perf_counter() - t0
-    print(f"one after another, in process ({torch.get_num_threads()} threads): {t_base:.0f} s; "
-          f"seed mIoU {' '.join(f'{r['miou']:.4f}' for r in base)}")
+    base_mious = " ".join(f"{r['miou']:.4f}" for r in base)
+    print(f"one after another, in process ({torch.get_num_threads()} threads): {t_base:.0f} s; seed mIoU {base_mious}")
 
     t0 = time.perf_counter()
     side = score_dataset(data, test, budget_from(a.preset, seeds=a.seeds), a.work / "side", show_progress=False)

@@ -64,7 +64,7 @@ def _seed_processes_under(path) -> list[str]:
             text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if "datarena.evaluate.parallel" in text and str(path) in text:
+        if "datarena.evaluate.seed_worker" in text and str(path) in text:
             found.append(text)
     return found
 

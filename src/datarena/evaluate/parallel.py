@@ -19,13 +19,12 @@ import queue as queue_mod
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from datarena.errors import ConfigError, DatarenaError
+from datarena.errors import ConfigError
 
 ENV = "DATARENA_SEED_PROCESSES"
 
@@ -54,56 +53,6 @@ def seed_dir(out: Path, k: int) -> Path:
 MARK = "datarena-seed "  # the prefix of the lines a seed process reports on; other output is ignored
 
 
-def _say(**msg) -> None:
-    print(MARK + json.dumps(msg), flush=True)
-
-
-def _seed_main(args: dict, k: int) -> None:
-    """One seed, in a process of its own: train, score on the test set, save the per-image confusions
-    (seed_confusions.npy) and the reports (seed_result.json) in its directory."""
-    import torch
-
-    torch.set_num_threads(1)
-    threading.Thread(target=_end_with_parent, args=(os.getppid(),), daemon=True).start()
-    try:
-        from datarena.evaluate.train import Budget, score_model, train_dataset
-
-        budget = Budget.model_validate(args["budget"])
-        budget = budget.model_copy(update={"seed": budget.seed + k})
-        out = seed_dir(Path(args["out"]), k)
-        resume = bool(args["resume"]) and (out / "checkpoint.pt").is_file()
-        last = [0.0]
-
-        def progress(it: int, total: int, info: dict) -> None:
-            now = time.monotonic()
-            if it == total or now - last[0] >= 0.25:
-                last[0] = now
-                _say(it=it, loss=float(info["loss"]), img_s=float(info["img_s"]))
-
-        overlays_from = args["overlays_from"] if k == 0 else "none"
-        trained, model = train_dataset(args["dataset"], budget, out, resume, args["backbone_weights"], "cpu", "skip",
-                                       False, progress, "dataset" if overlays_from == "dataset" else "none")
-        per_image: list[np.ndarray] = []
-        with torch.no_grad():
-            scored = score_model(model, args["test"], budget, out, "cpu", overlays=overlays_from == "test",
-                                 per_image=per_image, interval=False)
-        c = budget.num_classes
-        np.save(out / "seed_confusions.npy", np.stack(per_image) if per_image else np.zeros((0, c, c), np.int64))
-        (out / "seed_result.json").write_text(json.dumps({"trained": trained, "scored": scored}))
-        _say(done=True)
-    except Exception as exc:  # reported to the parent, which raises it there
-        _say(error=str(exc), kind=type(exc).__name__, domain=isinstance(exc, DatarenaError))
-
-
-def _end_with_parent(parent: int) -> None:
-    """A seed whose parent died (a worker killed with SIGKILL) stops too, instead of training on as
-    an orphan beside the re-run that resumes it."""
-    while True:
-        time.sleep(0.5)
-        if os.getppid() != parent:
-            os._exit(3)
-
-
 class _Seed:
     """A running seed process and the thread that forwards its report lines."""
 
@@ -111,7 +60,7 @@ class _Seed:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         self.k, self.log = k, log
         with open(log, "wb") as err:
-            self.proc = subprocess.Popen([sys.executable, "-m", "datarena.evaluate.parallel", json.dumps(args), str(k)],
+            self.proc = subprocess.Popen([sys.executable, "-m", "datarena.evaluate.seed_worker", json.dumps(args), str(k)],
                                          stdout=subprocess.PIPE, stderr=err, env=env)
         self.thread = threading.Thread(target=self._forward, args=(lines,), daemon=True)
         self.thread.start()
@@ -138,7 +87,7 @@ def train_seeds_in_processes(dataset_path: str | Path, test_path: str | Path, bu
                              on_progress: Callable[[int, int, dict], None] | None,
                              overlays_from: str) -> list[tuple[dict, dict, np.ndarray]]:
     """Train and score seeds seed, seed + 1, ... of `budget` (budget.seeds of them), each in a
-    process of its own (`python -m datarena.evaluate.parallel`: nothing of the caller's main
+    process of its own (`python -m datarena.evaluate.seed_worker`: nothing of the caller's main
     module is imported again, so a plain script needs no `if __name__ == "__main__"`).
 
     Returns, per seed: its training report, its test scores and its (n_images, C, C) confusions.
@@ -199,6 +148,3 @@ def train_seeds_in_processes(dataset_path: str | Path, test_path: str | Path, bu
         results.append((got["trained"], got["scored"], np.load(seed_dir(out, k) / "seed_confusions.npy")))
     return results
 
-
-if __name__ == "__main__":
-    _seed_main(json.loads(sys.argv[1]), int(sys.argv[2]))

@@ -1,0 +1,75 @@
+"""One training seed of a multi-seed CPU score, in a process of its own (started by
+`datarena.evaluate.parallel`): `python -m datarena.evaluate.seed_worker ARGS_JSON K`.
+
+It trains and scores seed `seed + K`, saves its per-image confusions (seed_confusions.npy) and
+reports (seed_result.json) in its directory, and tells the parent how far it is on stdout, in
+lines that start with `parallel.MARK`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from datarena.errors import DatarenaError
+from datarena.evaluate.parallel import MARK, seed_dir
+
+
+def _say(**msg) -> None:
+    print(MARK + json.dumps(msg), flush=True)
+
+
+def main(args: dict, k: int) -> None:
+    """One seed, in a process of its own: train, score on the test set, save the per-image confusions
+    (seed_confusions.npy) and the reports (seed_result.json) in its directory."""
+    import torch
+
+    torch.set_num_threads(1)
+    threading.Thread(target=_end_with_parent, args=(os.getppid(),), daemon=True).start()
+    try:
+        from datarena.evaluate.train import Budget, score_model, train_dataset
+
+        budget = Budget.model_validate(args["budget"])
+        budget = budget.model_copy(update={"seed": budget.seed + k})
+        out = seed_dir(Path(args["out"]), k)
+        resume = bool(args["resume"]) and (out / "checkpoint.pt").is_file()
+        last = [0.0]
+
+        def progress(it: int, total: int, info: dict) -> None:
+            now = time.monotonic()
+            if it == total or now - last[0] >= 0.25:
+                last[0] = now
+                _say(it=it, loss=float(info["loss"]), img_s=float(info["img_s"]))
+
+        overlays_from = args["overlays_from"] if k == 0 else "none"
+        trained, model = train_dataset(args["dataset"], budget, out, resume, args["backbone_weights"], "cpu", "skip",
+                                       False, progress, "dataset" if overlays_from == "dataset" else "none")
+        per_image: list[np.ndarray] = []
+        with torch.no_grad():
+            scored = score_model(model, args["test"], budget, out, "cpu", overlays=overlays_from == "test",
+                                 per_image=per_image, interval=False)
+        c = budget.num_classes
+        np.save(out / "seed_confusions.npy", np.stack(per_image) if per_image else np.zeros((0, c, c), np.int64))
+        (out / "seed_result.json").write_text(json.dumps({"trained": trained, "scored": scored}))
+        _say(done=True)
+    except Exception as exc:  # reported to the parent, which raises it there
+        _say(error=str(exc), kind=type(exc).__name__, domain=isinstance(exc, DatarenaError))
+
+
+def _end_with_parent(parent: int) -> None:
+    """A seed whose parent died (a worker killed with SIGKILL) stops too, instead of training on as
+    an orphan beside the re-run that resumes it."""
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent:
+            os._exit(3)
+
+
+if __name__ == "__main__":
+    main(json.loads(sys.argv[1]), int(sys.argv[2]))
