@@ -193,10 +193,16 @@ def test_the_rerun_rule():
     from datarena.evaluate.verify import compare_rerun
 
     ref = {"model_sha256": "a" * 64, "miou": 0.60, "device": "cpu", "torch": "2.13", "datarena_version": "1",
-           "miou_low": 0.58, "miou_high": 0.62}
+           "cpu_threads": 1, "miou_low": 0.58, "miou_high": 0.62}
     assert compare_rerun({**ref}, ref)["ok"]
     assert not compare_rerun({**ref, "model_sha256": "b" * 64}, ref)["ok"]  # same setup: bit-exact or nothing
     other = {**ref, "device": "cuda", "model_sha256": "b" * 64}
     assert compare_rerun({**other, "miou": 0.605}, ref, tolerance=0.01)["ok"]
     verdict = compare_rerun({**other, "miou": 0.65}, ref, tolerance=0.01)
     assert not verdict["ok"] and "0.0100" in verdict["rule"] and "difference 0.0500" in verdict["reason"]
+    # another CPU thread count sums floats in another order: the tolerance, not the checksum, decides;
+    # so does a record scored before the thread count was recorded
+    threads = compare_rerun({**ref, "cpu_threads": 2, "model_sha256": "b" * 64, "miou": 0.603}, ref, tolerance=0.01)
+    assert threads["ok"] and "threads" in threads["rule"]
+    older = {k: v for k, v in ref.items() if k != "cpu_threads"}
+    assert compare_rerun({**ref, "model_sha256": "b" * 64, "miou": 0.603}, older, tolerance=0.01)["ok"]

@@ -252,8 +252,10 @@ def run_environment(device: str) -> dict:
 
     name = torch.cuda.get_device_name(torch.device(device)) if str(device).startswith("cuda") else (
         platform.processor() or platform.machine())
+    # on the CPU the thread count changes the order of float sums, so a model's checksum depends on it
+    threads = torch.get_num_threads() if not str(device).startswith("cuda") else None
     return {"torch": torch.__version__, "cuda": torch.version.cuda, "datarena_version": datarena.__version__,
-            "device": device, "device_name": name, "dtype": "float32"}
+            "device": device, "device_name": name, "dtype": "float32", "cpu_threads": threads}
 
 
 def train_segmentation(dataset, budget: Budget, checkpoint: str | Path | None = None, resume: bool = False,

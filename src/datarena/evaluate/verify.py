@@ -8,24 +8,26 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-SETUP_KEYS = ("device", "torch", "datarena_version")
+# what a bit-exact re-run needs to share with the record; a record without `cpu_threads` (scored
+# before it was recorded) is compared by the tolerance rule
+SETUP_KEYS = ("device", "torch", "datarena_version", "cpu_threads")
 
 
 def compare_rerun(rerun: dict, reference: dict, tolerance: float | None = None) -> dict:
-    """On the same device and versions the model checksum must be identical; otherwise the mIoU
+    """On the same device, versions and CPU thread count the model checksum must be identical; otherwise the mIoU
     must lie within `tolerance` (None: what the recorded score's own noise implies,
     `evaluate.uncertainty.rerun_tolerance`). Returns {ok, rule, reason}."""
     if all(rerun.get(k) == reference.get(k) for k in SETUP_KEYS):
         ok = rerun["model_sha256"] == reference.get("model_sha256")
         why = "checksums agree" if ok else (f"checksum {rerun['model_sha256'][:12]} != recorded "
                                             f"{str(reference.get('model_sha256'))[:12]}")
-        return {"ok": ok, "rule": "same device and versions: the model checksum must be identical", "reason": why}
+        return {"ok": ok, "rule": "same device, versions and threads: the model checksum must be identical", "reason": why}
     from datarena.evaluate.uncertainty import rerun_tolerance
 
     recorded = float(reference.get("miou", 0.0))
     diff = abs(rerun["miou"] - recorded)
     tol, basis = (float(tolerance), "the track's verify_tolerance") if tolerance is not None else rerun_tolerance(reference)
-    return {"ok": diff <= tol, "rule": f"different device or versions: |mIoU difference| <= {tol:.4f} ({basis})",
+    return {"ok": diff <= tol, "rule": f"different device, versions or threads: |mIoU difference| <= {tol:.4f} ({basis})",
             "reason": f"mIoU {rerun['miou']:.4f} vs recorded {recorded:.4f} (difference {diff:.4f})"}
 
 

@@ -38,7 +38,7 @@ def score_dataset_job(payload: dict, ctx: JobContext) -> dict:
     keep = ("miou", "miou_low", "miou_high", "seeds", "seed_mious", "seed_spread_included", "std_test_images",
             "std_seeds", "pixel_accuracy", "per_class_iou", "model_sha256", "model_sha256_seeds", "iterations",
             "train_seconds", "train_images_per_second", "n_pairs", "n_test_images", "backbone_sha256", "device",
-            "torch", "datarena_version")
+            "torch", "datarena_version", "cpu_threads")
     artefacts = {"report": str(out / "report.json"), "model": str(out / "model.pt"),
                  "overlays": str(out / "overlays.png")}
     if payload.get("public_indices") is not None:  # a split test set: only the public part in the result
@@ -72,9 +72,9 @@ def verify_dataset_job(payload: dict, ctx: JobContext) -> dict:
     """Re-run a submission's scoring and compare it with the recorded result (organisers' check).
 
     payload: as score_dataset, plus `reference` (the recorded result: model_sha256, miou,
-    device, torch, datarena_version) and `tolerance` (mIoU; None: what the recorded score's own
+    device, torch, datarena_version, cpu_threads) and `tolerance` (mIoU; None: what the recorded score's own
     noise implies, `evaluate.uncertainty.rerun_tolerance`). Rule: on the same device and
-    versions the model checksum must be identical; otherwise the mIoU must lie within the
+    versions (and CPU thread count) the model checksum must be identical; otherwise the mIoU must lie within the
     tolerance. A dataset whose meta.json says datarena rendered it (`scenes render`) is also
     regenerated from its recorded grammar and seed, and every file hash compared.
     """
