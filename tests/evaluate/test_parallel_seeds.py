@@ -79,7 +79,9 @@ def test_a_stop_ends_every_seed_process_and_a_resume_finishes_the_score(tiny, tm
     with pytest.raises(Stop):
         score_dataset(tiny, tiny, _budget(seeds=3), tmp_path / "out", show_progress=False, on_progress=stop)
     assert not _seed_processes_under(tmp_path / "out")  # no seed left training
-    resumed = score_dataset(tiny, tiny, _budget(seeds=3), tmp_path / "out", resume=True, show_progress=False)
+    # as the job runner does: resume when the first seed left a checkpoint (the others resume from theirs)
+    resume = (tmp_path / "out" / "checkpoint.pt").is_file()
+    resumed = score_dataset(tiny, tiny, _budget(seeds=3), tmp_path / "out", resume=resume, show_progress=False)
     fresh = score_dataset(tiny, tiny, _budget(seeds=3), tmp_path / "fresh", show_progress=False)
     assert resumed["model_sha256_seeds"] == fresh["model_sha256_seeds"]
 
@@ -91,6 +93,14 @@ def test_a_seed_that_fails_is_an_error_that_names_it(tiny, tmp_path):
     bad.write_bytes(b"not an archive")
     with pytest.raises(Exception, match="seed"):
         score_dataset(tiny, bad, _budget(seeds=2), tmp_path / "out", show_progress=False)
+
+
+def test_resume_without_a_checkpoint_is_refused_side_by_side_as_one_at_a_time(tiny, tmp_path):
+    from datarena.errors import ConfigError
+
+    for seeds in (1, 2):
+        with pytest.raises(ConfigError, match="cannot resume"):
+            score_dataset(tiny, tiny, _budget(seeds=seeds), tmp_path / f"none{seeds}", resume=True, show_progress=False)
 
 
 def test_the_seed_process_cap_is_checked(monkeypatch):

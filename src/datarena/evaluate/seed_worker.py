@@ -33,12 +33,10 @@ def main(args: dict, k: int) -> None:
     torch.set_num_threads(1)
     threading.Thread(target=_end_with_parent, args=(os.getppid(),), daemon=True).start()
     try:
-        from datarena.evaluate.train import Budget, score_model, train_dataset
+        from datarena.evaluate.train import Budget, train_and_score_seed
 
         budget = Budget.model_validate(args["budget"])
-        budget = budget.model_copy(update={"seed": budget.seed + k})
         out = seed_dir(Path(args["out"]), k)
-        resume = bool(args["resume"]) and (out / "checkpoint.pt").is_file()
         last = [0.0]
 
         def progress(it: int, total: int, info: dict) -> None:
@@ -47,15 +45,12 @@ def main(args: dict, k: int) -> None:
                 last[0] = now
                 _say(it=it, loss=float(info["loss"]), img_s=float(info["img_s"]))
 
-        overlays_from = args["overlays_from"] if k == 0 else "none"
-        trained, model = train_dataset(args["dataset"], budget, out, resume, args["backbone_weights"], "cpu", "skip",
-                                       False, progress, "dataset" if overlays_from == "dataset" else "none")
-        per_image: list[np.ndarray] = []
-        with torch.no_grad():
-            scored = score_model(model, args["test"], budget, out, "cpu", overlays=overlays_from == "test",
-                                 per_image=per_image, interval=False)
-        c = budget.num_classes
-        np.save(out / "seed_confusions.npy", np.stack(per_image) if per_image else np.zeros((0, c, c), np.int64))
+        # the parent validated the dataset; every seed resumes only from a checkpoint of its own
+        trained, scored, confusions = train_and_score_seed(
+            args["dataset"], args["test"], budget, k, args["out"],
+            bool(args["resume"]) and (out / "checkpoint.pt").is_file(), args["backbone_weights"], "cpu", "skip",
+            False, progress, args["overlays_from"])
+        np.save(out / "seed_confusions.npy", confusions)
         (out / "seed_result.json").write_text(json.dumps({"trained": trained, "scored": scored}))
         _say(done=True)
     except Exception as exc:  # reported to the parent, which raises it there

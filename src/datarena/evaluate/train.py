@@ -491,6 +491,33 @@ def _interval(per_seed: list[list[np.ndarray]], num_classes: int) -> dict:
     return score_interval(stacks)
 
 
+def train_and_score_seed(dataset_path: str | Path, test_path: str | Path, budget: Budget, k: int, out: str | Path,
+                         resume: bool, backbone_weights: str | Path | None, device: str,
+                         validate: Literal["strict", "skip"], show_progress: bool,
+                         on_progress: Callable[[int, int, dict], None] | None,
+                         overlays_from: str) -> tuple[dict, dict, np.ndarray]:
+    """Seed `budget.seed + k` of a score: train it in OUT (k = 0) or OUT/seeds/K, score it on the
+    test set; returns its training report, its test scores and its (n_images, C, C) confusions.
+
+    `resume`: the first seed resumes from its checkpoint (and refuses when there is none); another
+    seed resumes from its own when it has one and starts afresh otherwise (a worker lost before it
+    began). Only the first seed validates the dataset and draws overlays."""
+    from datarena.evaluate.parallel import seed_dir
+
+    run = budget.model_copy(update={"seed": budget.seed + k})
+    out_k = seed_dir(Path(out), k)
+    first = k == 0
+    trained, model = train_dataset(dataset_path, run, out_k, resume and (first or (out_k / "checkpoint.pt").is_file()),
+                                   backbone_weights, device, validate if first else "skip", show_progress, on_progress,
+                                   overlays_from if first else "none")
+    per_image: list[np.ndarray] = []
+    with torch.no_grad():
+        scored = score_model(model, test_path, run, out_k, device, overlays=first and overlays_from == "test",
+                             per_image=per_image, interval=False)
+    c = budget.num_classes
+    return trained, scored, np.stack(per_image) if per_image else np.zeros((0, c, c), np.int64)
+
+
 def score_dataset(dataset_path: str | Path, test_path: str | Path, budget: Budget, out: str | Path,
                   resume: bool = False, backbone_weights: str | Path | None = None, device: str = "cpu",
                   validate: Literal["strict", "skip"] = "strict", show_progress: bool = True,
@@ -500,8 +527,8 @@ def score_dataset(dataset_path: str | Path, test_path: str | Path, budget: Budge
 
     With `budget.seeds` > 1 the training runs again with seeds seed + 1, ... (in out/seeds/K/);
     on the CPU the seeds train side by side in processes of one thread each (evaluate.parallel:
-    faster, and a seed's model does not depend on the core count). The score is their mean mIoU, its interval adds their spread; `model_sha256` stays the first
-    seed's model (the one in out/). `overlays_from="dataset"` draws overlays.png on the scored
+    faster, and a seed's model does not depend on the core count). The score is their mean mIoU,
+    its interval adds their spread; `model_sha256` stays the first seed's model (the one in out/). `overlays_from="dataset"` draws overlays.png on the scored
     dataset's own first images, never on the test set (what a hosted challenge may show a team
     without leaking its test set).
     """
@@ -510,11 +537,10 @@ def score_dataset(dataset_path: str | Path, test_path: str | Path, budget: Budge
 
         if validate == "strict":
             check_dataset(dataset_path, budget)
+        if resume and not (Path(out) / "checkpoint.pt").is_file():  # as the first seed's resume would say
+            raise ConfigError(f"cannot resume: checkpoint {Path(out) / 'checkpoint.pt'} does not exist.")
         runs = train_seeds_in_processes(dataset_path, test_path, budget, out, resume, backbone_weights, show_progress,
                                         on_progress, overlays_from)
-        trained, scored = runs[0][0], runs[0][1]
-        confusions = [list(c) for _, _, c in runs]
-        seed_checksums = [t["model_sha256"] for t, _, _ in runs]
     else:
         total = budget.iterations * budget.seeds
 
@@ -523,21 +549,11 @@ def score_dataset(dataset_path: str | Path, test_path: str | Path, budget: Budge
                 return None
             return lambda it, _total, info: on_progress(k * budget.iterations + it, total, info)
 
-        trained, model = train_dataset(dataset_path, budget, out, resume, backbone_weights, device, validate,
-                                       show_progress, progress_of(0), overlays_from)
-        confusions = [[]]
-        scored = score_model(model, test_path, budget, out, device, overlays=overlays_from == "test",
-                             per_image=confusions[0], interval=False)
-        seed_checksums = [trained["model_sha256"]]
-        for k in range(1, budget.seeds):
-            again = budget.model_copy(update={"seed": budget.seed + k})
-            out_k = Path(out) / "seeds" / str(k)
-            extra, model_k = train_dataset(dataset_path, again, out_k, resume and (out_k / "checkpoint.pt").is_file(),
-                                           backbone_weights, device, "skip", show_progress, progress_of(k), "none")
-            confusions.append([])
-            score_model(model_k, test_path, again, out_k, device, overlays=False, per_image=confusions[-1],
-                        interval=False)
-            seed_checksums.append(extra["model_sha256"])
+        runs = [train_and_score_seed(dataset_path, test_path, budget, k, out, resume, backbone_weights, device, validate,
+                                     show_progress, progress_of(k), overlays_from) for k in range(budget.seeds)]
+    trained, scored = runs[0][0], runs[0][1]
+    confusions = [list(c) for _, _, c in runs]
+    seed_checksums = [t["model_sha256"] for t, _, _ in runs]
     report = {**trained, **scored, **_interval(confusions, budget.num_classes), "seeds": budget.seeds,
               "model_sha256_seeds": seed_checksums}
     # per test image and seed: what a split of the test set (public / private parts) is scored from
