@@ -45,11 +45,10 @@ def main(args: dict, k: int) -> None:
                 last[0] = now
                 _say(it=it, loss=float(info["loss"]), img_s=float(info["img_s"]))
 
-        # the parent validated the dataset; every seed resumes only from a checkpoint of its own
+        # the parent validated the dataset and, for a resume, checked the first seed's checkpoint
         trained, scored, confusions = train_and_score_seed(
-            args["dataset"], args["test"], budget, k, args["out"],
-            bool(args["resume"]) and (out / "checkpoint.pt").is_file(), args["backbone_weights"], "cpu", "skip",
-            False, progress, args["overlays_from"])
+            args["dataset"], args["test"], budget, k, args["out"], bool(args["resume"]), args["backbone_weights"],
+            "cpu", "skip", False, progress, args["overlays_from"])
         np.save(out / "seed_confusions.npy", confusions)
         (out / "seed_result.json").write_text(json.dumps({"trained": trained, "scored": scored}))
         _say(done=True)

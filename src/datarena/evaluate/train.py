@@ -528,9 +528,9 @@ def score_dataset(dataset_path: str | Path, test_path: str | Path, budget: Budge
     With `budget.seeds` > 1 the training runs again with seeds seed + 1, ... (in out/seeds/K/);
     on the CPU the seeds train side by side in processes of one thread each (evaluate.parallel:
     faster, and a seed's model does not depend on the core count). The score is their mean mIoU,
-    its interval adds their spread; `model_sha256` stays the first seed's model (the one in out/). `overlays_from="dataset"` draws overlays.png on the scored
-    dataset's own first images, never on the test set (what a hosted challenge may show a team
-    without leaking its test set).
+    its interval adds their spread; `model_sha256` stays the first seed's model (the one in out/).
+    `overlays_from="dataset"` draws overlays.png on the scored dataset's own first images, never
+    on the test set (what a hosted challenge may show a team without leaking its test set).
     """
     if budget.seeds > 1 and str(device) == "cpu":  # seeds side by side, one thread each (evaluate.parallel)
         from datarena.evaluate.parallel import train_seeds_in_processes
