@@ -55,6 +55,10 @@ def run(spec, seed: int, solvers, mix_rate=None) -> list[dict]:
             "val_acc": r.val_accuracy.tolist(),
             "support": None if r.support is None else r.support.tolist(),
             "n_classes": len(r.classes),
+            # every head before grouping, for --replay --restarts K (the first K restarts' heads regrouped)
+            "trace": None if r.trace is None else {
+                "probs": np.round(r.trace["probs"], 4).tolist(), "val_acc": r.trace["val_acc"].tolist(),
+                "votes": r.trace["votes"].tolist(), "run": r.trace["run"].tolist()},
         })
         x = rows[-1]
         ok = "ok" if (not x["submit"] or x["acc"] >= x["default"]) else "BAD"
@@ -147,7 +151,32 @@ def calibration(rows: list[dict], png: str | None) -> dict:
     return {"brier": brier, "wrong": wrong}
 
 
-def replay(rows: list[dict], draws: int) -> list[dict]:
+def stored_hypotheses(r: dict, restarts: int | None):
+    """(probs (H, N, C), held-out accuracy, support) of a stored run: its grouped hypotheses, or with
+    `restarts`, the heads of its first `restarts` restarts grouped again (the same heads a solve with
+    that many restarts trains: restarts draw from one generator in order)."""
+    from datarena.underspec.solvers import group_hypotheses
+
+    if restarts is None:
+        if r.get("trace"):  # the representatives' probabilities, not only their labels
+            t = r["trace"]
+            probs = np.array(t["probs"])
+            keep, support = group_hypotheses(probs, votes=np.array(t["votes"]))
+            return probs[keep], np.array(t["val_acc"])[keep], support
+        support = None if r["support"] is None else np.array(r["support"])
+        return np.eye(r["n_classes"])[np.array(r["hyp"])], np.array(r["val_acc"]), support
+    if not r.get("trace"):
+        raise SystemExit("--restarts needs rows with every head stored ('trace'); rerun the benchmark")
+    t = r["trace"]
+    pick = np.array(t["run"]) < restarts
+    probs = np.array(t["probs"])[pick]
+    if restarts == 1:
+        return probs, np.array(t["val_acc"])[pick], None
+    keep, support = group_hypotheses(probs, votes=np.array(t["votes"])[pick])
+    return probs[keep], np.array(t["val_acc"])[pick][keep], support
+
+
+def replay(rows: list[dict], draws: int, restarts: int | None = None) -> list[dict]:
     """Disambiguate the stored hypotheses again, `draws` times each with fresh query draws: the
     answers, the choice and the estimate under the current disambiguation code, without training.
     Each draw is one row (the choice, its real accuracy, P(>= default), the decision)."""
@@ -157,14 +186,13 @@ def replay(rows: list[dict], draws: int) -> list[dict]:
     for r in rows:
         if "hyp" not in r:
             raise SystemExit("these rows have no stored hypotheses (written before --replay existed); rerun the benchmark")
-        hard = np.array(r["hyp"])
+        probs, val_acc, support = stored_hypotheses(r, restarts)
+        hard = probs.argmax(-1)
         y = np.array(r["y"])
-        probs = np.eye(r["n_classes"])[hard]
-        support = None if r["support"] is None else np.array(r["support"])
         for d in range(draws):
             rng = np.random.default_rng([r["seed"], int(r["ex"]), int(r["mix"] * 1000), d])
             oracle = LocalOracle(y)
-            res = disambiguate(probs, oracle.reveal, 5, np.array(r["val_acc"]), rng, support)
+            res = disambiguate(probs, oracle.reveal, 5, val_acc, rng, support)
             acc = float((hard[res.chosen] == y).mean())
             p = res.prob_at_least(r["default"])
             out.append({**{k: r[k] for k in ("ex", "mix", "seed", "solver", "default", "points")},
@@ -199,6 +227,8 @@ def main() -> None:
     ap.add_argument("--replay", nargs="+", default=None,
                     help="row files written with --json: disambiguate their stored hypotheses again (no training)")
     ap.add_argument("--draws", type=int, default=20, help="query draws per stored run with --replay")
+    ap.add_argument("--restarts", type=int, default=None,
+                    help="with --replay: regroup the heads of the first K restarts (the demo runs K = 2)")
     ap.add_argument("--calibration-png", default=None, help="write the calibration plot (divdis runs) here")
     args = ap.parse_args()
     suite = load_suite()
@@ -206,7 +236,7 @@ def main() -> None:
         rows = [r for f in args.merge for r in json.loads(Path(f).read_text())]
     elif args.replay:
         stored = [r for f in args.replay for r in json.loads(Path(f).read_text()) if r["solver"] == "divdis"]
-        rows = replay(stored, args.draws)
+        rows = replay(stored, args.draws, args.restarts)
         best = np.array([r["best"] for r in rows])
         print(f"replayed {len(stored)} runs x {args.draws} query draws; the best stored hypothesis reaches "
               f">= 0.95 in {np.mean(best >= 0.95):.0%} of them, the chosen one in "

@@ -306,3 +306,14 @@ def test_the_chosen_hypothesis_is_the_most_probable_not_the_luckiest():
                        support=np.array([2, 1, 2]))
     assert sorted(asked) == [0, 1, 2, 3, 4]
     assert res.chosen == 0
+
+
+def test_a_solve_with_fewer_restarts_trains_the_first_heads_of_one_with_more(toy):
+    """`bench_solvers.py --replay --restarts 2` regroups the first two restarts' heads of a stored
+    4-restart run as the demo's 2-restart solve: that is only sound if they are the same heads."""
+    four = solve(toy, "divdis", LocalOracle(toy.y_target), seed=7)
+    two = solve(toy, "divdis", LocalOracle(toy.y_target), seed=7, config=TrainConfig(restarts=2))
+    first = four.trace["run"] < 2
+    assert first.sum() < len(first) and np.array_equal(two.trace["run"], four.trace["run"][first])
+    np.testing.assert_array_equal(two.trace["probs"], four.trace["probs"][first])
+    np.testing.assert_array_equal(two.trace["val_acc"], four.trace["val_acc"][first])

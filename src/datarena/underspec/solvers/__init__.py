@@ -57,6 +57,9 @@ class SolveResult:
     val_accuracy: np.ndarray | None = None  # (H,) held-out labeled accuracy of each hypothesis
     support: np.ndarray | None = None  # (H,) how many runs found each hypothesis (None: one run)
     classes: np.ndarray | None = None  # class ids; hypotheses are in these ids
+    # every head before grouping (divdis): "probs" (K, N, C) on the target rows, "val_acc" (K,), "votes" (K,)
+    # and "run" (K,): which restart found it; a replay with fewer restarts regroups the first ones' heads
+    trace: dict | None = None
 
     def summary(self) -> dict:
         return {
@@ -144,7 +147,7 @@ def solve(
             # Restarts differ only in their random start; keep the run whose heads are the most
             # independent on the target rows (collapsed or half-mixed heads share information).
             archs = ["flat", "halves"] if cfg.arch == "both" else [cfg.arch]
-            runs, votes = [], []
+            runs, votes, run_of = [], [], []
             blocks_fitted = False
             for r in range(max(1, cfg.restarts)):
                 arch = archs[r % len(archs)]
@@ -155,10 +158,12 @@ def solve(
                     # memorise there: the fit counts as reproduced (two runs' support)
                     runs.append([fit_block_heads(data, cfg.n_heads)])
                     votes += [BLOCK_VOTES] * runs[-1][0].n_heads  # fewer blocks than heads if columns run out
+                    run_of += [r] * runs[-1][0].n_heads
                     blocks_fitted = True
                 else:
                     runs.append([train_multihead(data, cfg, diversify=True, gen=gen, arch=arch)])
                     votes += [1] * runs[-1][0].n_heads
+                    run_of += [r] * runs[-1][0].n_heads
             if cfg.pool_restarts:
                 models = [m for run in runs for m in run]
             else:
@@ -166,11 +171,12 @@ def solve(
         else:
             models = train_dbat(data, cfg, gen)
         probs = head_probs(models, data.x_tgt)
-        support = None
+        val_acc = (head_probs(models, x_val).argmax(-1) == y_val[None]).mean(1)
+        support, trace = None, None
         if cfg.pool_restarts and solver == "divdis" and cfg.restarts > 1:
+            trace = {"probs": probs, "val_acc": val_acc, "votes": np.array(votes), "run": np.array(run_of)}
             keep, support = group_hypotheses(probs, votes=np.array(votes))
             probs = probs[keep]
-        val_acc = (head_probs(models, x_val).argmax(-1) == y_val[None]).mean(1)
         if support is not None:
             val_acc = val_acc[keep]
 
@@ -210,4 +216,5 @@ def solve(
         val_accuracy=np.asarray(val_acc, dtype=float),
         support=None if support is None else np.asarray(support, dtype=float),
         classes=np.asarray(classes),
+        trace=trace,
     )
