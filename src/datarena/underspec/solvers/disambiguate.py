@@ -80,7 +80,23 @@ def _log_beta(a: float, b: float) -> float:
     return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
 
 
-def choose_queries(hard: np.ndarray, reveal, max_reveals: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+def outvoted_rows(hard: np.ndarray, lead: int, reproduced: np.ndarray) -> np.ndarray:
+    """(N,) rows where hypothesis `lead` stands alone against every other hypothesis, and those
+    all give the same label, when at least two others exist and one of them was reproduced.
+
+    On such a row the leader is usually wrong: on 03 the "left half" and "right half" readers
+    each agree with the right head wherever the digit is on their side, so a row where it stands
+    against both (and the spurious head) is one of its few errors. Against one-run features only
+    (06, 07: one reproduced 0.7 feature beside arbitrary splits) nothing is excluded."""
+    others = np.arange(len(hard)) != lead
+    if others.sum() < 2 or not (reproduced & others).any():
+        return np.zeros(hard.shape[1], dtype=bool)
+    o = hard[others]
+    return (o != hard[lead][None]).all(0) & (o == o[:1]).all(0)
+
+
+def choose_queries(hard: np.ndarray, reveal, max_reveals: int, rng: np.random.Generator,
+                   reproduced: np.ndarray | None = None) -> list[tuple[int, int]]:
     """Reveal one row at a time where the hypotheses, weighted by how well they matched the
     answers so far, dispute most (a random one among the most disputed, so the answers are also a
     fair sample of those rows); a random row when nothing is disputed.
@@ -88,8 +104,14 @@ def choose_queries(hard: np.ndarray, reveal, max_reveals: int, rng: np.random.Ge
     Fair matters: asking only the disputed rows the hypotheses are sure of (tried for 23) lets a
     0.7-accurate feature of an unresolvable exercise match all five answers far more often than a
     coin would, and 07 was submitted below its default at 2 of 10 seeds (1002, 1003; both
-    abstain with the fair sample)."""
+    abstain with the fair sample).
+
+    Once one hypothesis leads, the rows where a consensus with a reproduced member outvotes it
+    (`outvoted_rows`) are left while other disputed rows remain: there the most disputed row was
+    the leader's own mistake, and a right head missed one of five answers in most query draws
+    (03; docs/solvers.md). `reproduced[h]`: whether hypothesis h was found by two runs."""
     n_hyp, n = hard.shape
+    reproduced = np.ones(n_hyp, dtype=bool) if reproduced is None else np.asarray(reproduced, dtype=bool)
     n_classes = int(hard.max()) + 1
     w = np.full(n_hyp, 1.0 / n_hyp)
     reveals: list[tuple[int, int]] = []
@@ -102,6 +124,11 @@ def choose_queries(hard: np.ndarray, reveal, max_reveals: int, rng: np.random.Ge
             q[np.arange(n), hard[h]] += w[h]
         score = 1.0 - q.max(1) / w.sum()
         score[asked] = -1.0
+        lead = int(np.argmax(w))
+        if (w[lead] > np.delete(w, lead)).all():  # a leader, not a tie
+            out = outvoted_rows(hard, lead, reproduced)
+            if ((score > 1e-12) & ~out).any():  # other disputes remain: ask those first
+                score[out] = np.minimum(score[out], 1e-13)
         if score.max() > 1e-12:  # any dispute left, however settled, beats an undisputed row
             datum = int(rng.choice(np.flatnonzero(score >= score.max() - 1e-9)))
         else:
@@ -140,7 +167,9 @@ def disambiguate(
     """
     n_hyp, n, n_classes = probs.shape
     hard = probs.argmax(-1)  # (H, N)
-    reveals = choose_queries(hard, reveal, max_reveals, rng)
+    # a plain run (no support) has no reproduced hypotheses: nothing counts as a consensus
+    rep = np.zeros(n_hyp, dtype=bool) if support is None else np.asarray(support, dtype=float) >= 2
+    reveals = choose_queries(hard, reveal, max_reveals, rng, rep)
     rows = np.array([d for d, _ in reveals], dtype=np.int64)
     ys = np.array([y for _, y in reveals], dtype=np.int64)
     match = hard[:, rows] == ys[None]  # (H, R)
