@@ -69,10 +69,8 @@ def run_demo(out: Path, seed: int = 42, console: Console | None = None, linger: 
             console.print(f"  {row['id']} {names[row['id']]}: {'submit' if row['submitted'] else 'abstain'}, "
                           f"{row['reveals']} reveals, {row['seconds']:.1f}s")
 
-        t_labels = time.perf_counter()
         rows = solve_in_processes(url, "demo_team", DEMO_TEAM_PASSWORD, [ex["id"] for ex in exercises], out,
                                   solver=solver, restarts=restarts, processes=processes, on_done=done)
-        console.print(f"labels round: {time.perf_counter() - t_labels:.0f} s")
         table = Table("exercise", "reveals", "estimated acc", "P(>= default)", "decision", "score", "seconds")
         below = []
         for row in rows:
