@@ -28,8 +28,8 @@ def run_demo(out: Path, seed: int = 42, console: Console | None = None, linger: 
     from datarena.challenge.arena import Arena
     from datarena.challenge.spec import ChallengeSpec
     from datarena.client import ArenaClient
-    from datarena.client.solving import solve_in_processes
     from datarena.http.runner import BackgroundServer
+    from datarena.underspec.solvers.remote import solve_in_processes
 
     console = console or Console()
     t_start = time.perf_counter()

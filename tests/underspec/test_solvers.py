@@ -235,7 +235,7 @@ def test_client_path_against_running_server(tmp_path, phase_data_cache):
         row = next(r for r in other.leaderboard()["rows"] if r["team"] == "cli_solver")
         assert row["exercises"]["00"]["submitted"] is True
         # the demo's labels round: every exercise in its own one-thread process, two at a time
-        from datarena.client.solving import solve_in_processes
+        from datarena.underspec.solvers.remote import solve_in_processes
 
         third = ArenaClient(url, "process_solver", "solver password")
         third.register()

@@ -1,6 +1,6 @@
 """Solve a challenge server's exercises through its API, several at once, one process each.
 
-    python -m datarena.client.solving --server URL --team NAME --exercise 01 --out DIR
+    python -m datarena.underspec.solvers.remote --server URL --team NAME --exercise 01 --out DIR
         (password in DATARENA_PASSWORD) prints one JSON line: the decision, the score if submitted.
 
 `solve_in_processes` runs one such process per exercise, at most `processes` at a time, each
@@ -52,7 +52,7 @@ def solve_in_processes(url: str, team: str, password: str, exercise_ids: list[st
     env = {**os.environ, "DATARENA_PASSWORD": password, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
     def one(exercise_id: str) -> dict:
-        cmd = [sys.executable, "-m", "datarena.client.solving", "--server", url, "--team", team,
+        cmd = [sys.executable, "-m", "datarena.underspec.solvers.remote", "--server", url, "--team", team,
                "--exercise", str(exercise_id), "--out", str(out), "--solver", solver,
                "--restarts", str(restarts), "--seed", str(seed)]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True)
