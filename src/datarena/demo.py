@@ -8,7 +8,6 @@ and print the leaderboard and its URL.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import time
 from pathlib import Path
@@ -19,17 +18,17 @@ from rich.table import Table
 DEMO_METASIM_EPOCHS = 10  # a partial Meta-Sim run: between prior and target on the board (docs/benchmarks.md)
 DEMO_SECRET_PHRASE = "datarena demo server secret (published: not for real challenges)"
 DEMO_SERVER_SECRET = hashlib.sha256(DEMO_SECRET_PHRASE.encode()).hexdigest()
-DEMO_TEAM_PASSWORD = "demo password 42"
 
 
 def run_demo(out: Path, seed: int = 42, console: Console | None = None, linger: float = 0.0,
-             solver: str = "divdis", restarts: int = 4, secret: str | None = None,
+             solver: str = "divdis", restarts: int = 2, secret: str | None = None,
              dataset_round_too: bool = True) -> dict:
     from datarena.challenge.arena import Arena
     from datarena.challenge.spec import ChallengeSpec
-    from datarena.client import ArenaClient
+    from datarena.client import ArenaClient, ServerOracle
+    from datarena.data.bundle import read_bundle
     from datarena.http.runner import BackgroundServer
-    from datarena.underspec.solvers.remote import solve_in_processes
+    from datarena.underspec.solvers import TrainConfig, solve
 
     console = console or Console()
     t_start = time.perf_counter()
@@ -56,32 +55,28 @@ def run_demo(out: Path, seed: int = 42, console: Console | None = None, linger: 
     with BackgroundServer(arena) as url:
         console.print(f"server at {url}; database {arena.url}; data {phase.data_dir}")
         console.rule("2. registering team 'demo_team'; the organiser validates it")
-        client = ArenaClient(url, "demo_team", DEMO_TEAM_PASSWORD)
+        client = ArenaClient(url, "demo_team", "demo password 42")
         client.register()
         arena.validate_team("demo_team")
         exercises = client.exercises()
-        processes = max(1, os.cpu_count() or 1)
-        console.rule(f"3. solving {len(exercises)} exercises through HTTP with {solver} ({restarts} restarts, "
-                     f"at most 5 reveals each; {processes} at a time, one process and thread each)")
-        names = {ex["id"]: ex["name"] for ex in exercises}
-
-        def done(row: dict) -> None:
-            console.print(f"  {row['id']} {names[row['id']]}: {'submit' if row['submitted'] else 'abstain'}, "
-                          f"{row['reveals']} reveals, {row['seconds']:.1f}s")
-
-        rows = solve_in_processes(url, "demo_team", DEMO_TEAM_PASSWORD, [ex["id"] for ex in exercises], out,
-                                  solver=solver, restarts=restarts, processes=processes, on_done=done)
+        console.rule(f"3. solving {len(exercises)} exercises through HTTP with {solver} (at most 5 reveals each)")
         table = Table("exercise", "reveals", "estimated acc", "P(>= default)", "decision", "score", "seconds")
         below = []
-        for row in rows:
-            if row["submitted"]:
-                decision, shown = "submit", f"{row['accuracy']:.3f}"
-                if row["accuracy"] < row["default_score"]:
-                    below.append(row["id"])
+        for ex in exercises:
+            bundle = read_bundle(client.download(ex["id"], out / "downloads"), hidden=False)
+            oracle = ServerOracle(client, ex["id"])
+            result = solve(bundle, solver, oracle, seed=0, config=TrainConfig(restarts=restarts),
+                           out_dir=out / "saliency")
+            if result.recommend_submit:
+                got = client.submit(ex["id"], result.labels)
+                decision, shown = "submit", f"{got['accuracy']:.3f}"
+                if got["accuracy"] < ex["default_score"]:
+                    below.append(ex["id"])
             else:
-                decision, shown = "abstain", f"{row['default_score']:.3f} (default)"
-            table.add_row(f"{row['id']} {names[row['id']]}", str(row["reveals"]), f"{row['estimated_accuracy']:.3f}",
-                          f"{row['p_beats_default']:.2f}", decision, shown, f"{row['seconds']:.1f}")
+                decision, shown = "abstain", f"{ex['default_score']:.3f} (default)"
+            table.add_row(f"{ex['id']} {ex['name']}", str(len(oracle.revealed)), f"{result.estimated_accuracy:.3f}",
+                          f"{result.p_beats_default:.2f}", decision, shown, f"{result.seconds:.1f}")
+            console.print(f"  {ex['id']} {ex['name']}: {decision}, {len(oracle.revealed)} reveals, {result.seconds:.1f}s")
         console.print(table)
         console.print(f"submissions below the default score: {len(below)}{' (' + ', '.join(below) + ')' if below else ''}")
         console.rule("4. leaderboard")
