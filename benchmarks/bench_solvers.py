@@ -213,6 +213,20 @@ def replay(rows: list[dict], draws: int, restarts: int | None = None) -> list[di
     return out
 
 
+def demo_totals(rows: list[dict], suite_mix: dict) -> None:
+    """What the demo's labels round would score (every exercise at its suite mix rate, points x
+    accuracy if submitted, else points x default), per stored seed and query draw."""
+    totals: dict[tuple, float] = {}
+    for r in rows:
+        if r["mix"] == suite_mix[r["ex"]]:
+            key = (r["seed"], r.get("draw", 0))
+            totals[key] = totals.get(key, 0.0) + r["points"] * (r["acc"] if r["submit"] else r["default"])
+    if totals:
+        t = np.array(list(totals.values()))
+        print(f"\ndemo-like labels round (suite mix rates, per seed and query draw): mean {t.mean():.2f}, "
+              f"min {t.min():.2f}, max {t.max():.2f}, >= 27 in {np.mean(t >= 27):.0%} of {len(t)}")
+
+
 def jobs(suite, ids, seeds, mix_sweep: bool, main_table: bool) -> list[tuple[str, float, int]]:
     """(exercise, mix rate, seed) runs; a sweep run at an exercise's own mix rate is the same run."""
     out = []
@@ -274,6 +288,8 @@ def main() -> None:
                 Path(args.json).write_text(json.dumps(rows, default=float))
         print(f"\ntotal {time.perf_counter() - t0:.0f} s")
     suite_mix = {e.id: e.mix_rate for e in suite.exercises}
+    if args.replay:
+        demo_totals(rows, suite_mix)
     # replayed rows have no worst-group accuracy or seconds: only the robustness and calibration tables
     main_rows = [] if args.replay else [r for r in rows if r["mix"] == suite_mix[r["ex"]]]
     if main_rows:
