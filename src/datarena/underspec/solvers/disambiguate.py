@@ -109,9 +109,11 @@ def choose_queries(hard: np.ndarray, reveal, max_reveals: int, rng: np.random.Ge
     Once one hypothesis leads, the rows where a consensus with a reproduced member outvotes it
     (`outvoted_rows`) are left while other disputed rows remain: there the most disputed row was
     the leader's own mistake, and a right head missed one of five answers in most query draws
-    (03; docs/solvers.md). `reproduced[h]`: whether hypothesis h was found by two runs."""
+    (03; docs/solvers.md). `reproduced[h]`: whether hypothesis h was found by two runs (None:
+    not known, none is)."""
     n_hyp, n = hard.shape
-    reproduced = np.ones(n_hyp, dtype=bool) if reproduced is None else np.asarray(reproduced, dtype=bool)
+    # unknown support: nothing counts as reproduced, so no consensus shields a row (as in disambiguate)
+    reproduced = np.zeros(n_hyp, dtype=bool) if reproduced is None else np.asarray(reproduced, dtype=bool)
     n_classes = int(hard.max()) + 1
     w = np.full(n_hyp, 1.0 / n_hyp)
     reveals: list[tuple[int, int]] = []
