@@ -185,10 +185,13 @@ def stored_hypotheses(r: dict, restarts: int | None):
     return probs[keep], np.array(t["val_acc"])[pick][keep], support
 
 
-def replay(rows: list[dict], draws: int, restarts: int | None = None) -> list[dict]:
+def replay(rows: list[dict], draws: int, restarts: int | None = None,
+           sure: dict | None = None) -> list[dict]:
     """Disambiguate the stored hypotheses again, `draws` times each with fresh query draws: the
     answers, the choice and the estimate under the current disambiguation code, without training.
-    Each draw is one row (the choice, its real accuracy, P(>= default), the decision)."""
+    Each draw is one row (the choice, its real accuracy, P(>= default), the decision).
+    `sure` (optional, {"wrong": [], "right": []}) collects the best stored hypothesis's probability
+    of its own label on the rows it gets wrong and right (rows with every head stored)."""
     from datarena.underspec.solvers.disambiguate import disambiguate
 
     out = []
@@ -198,6 +201,11 @@ def replay(rows: list[dict], draws: int, restarts: int | None = None) -> list[di
         probs, val_acc, support = stored_hypotheses(r, restarts)
         hard = probs.argmax(-1)
         y = np.array(r["y"])
+        if sure is not None and r.get("trace"):
+            hit = hard == y[None]
+            best = int(hit.mean(1).argmax())
+            sure["wrong"] += probs[best].max(-1)[~hit[best]].tolist()
+            sure["right"] += probs[best].max(-1)[hit[best]].tolist()
         for d in range(draws):
             rng = np.random.default_rng([r["seed"], int(r["ex"]), int(r["mix"] * 1000), d])
             oracle = LocalOracle(y)
@@ -259,15 +267,9 @@ def main() -> None:
         rows = [r for f in args.merge for r in json.loads(Path(f).read_text())]
     elif args.replay:
         stored = [r for f in args.replay for r in json.loads(Path(f).read_text()) if r["solver"] == "divdis"]
-        rows = replay(stored, args.draws, args.restarts)
-        wrong, right = [], []  # how sure the best stored hypothesis is on the rows it gets wrong / right
-        for r in stored:
-            if r.get("trace"):
-                probs = stored_hypotheses(r, args.restarts)[0]
-                hit = probs.argmax(-1) == np.array(r["y"])[None]
-                best = int(hit.mean(1).argmax())
-                wrong += probs[best].max(-1)[~hit[best]].tolist()
-                right += probs[best].max(-1)[hit[best]].tolist()
+        sure: dict = {"wrong": [], "right": []}  # how sure the best stored hypothesis is where it is wrong / right
+        rows = replay(stored, args.draws, args.restarts, sure)
+        wrong, right = sure["wrong"], sure["right"]
         if wrong:
             q = lambda v: " / ".join(f"{x:.3f}" for x in np.quantile(v, [0.1, 0.5, 0.9]))  # noqa: E731
             print(f"the best stored hypothesis's probability of its own label, quantiles 10/50/90 %: "
