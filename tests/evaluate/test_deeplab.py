@@ -85,3 +85,27 @@ def test_checksum_cli(tmp_path):
     missing = subprocess.run([sys.executable, "-m", "datarena.cli", "evaluate", "checksum", str(tmp_path / "no.pt")],
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+@pytest.mark.parametrize("size", [(8, 8), (12, 20), (20, 12), (13, 13)])
+def test_atrous_conv_drops_only_taps_that_read_padding(size):
+    """ASPP's dilated 3x3 conv equals the plain conv on maps smaller than its rate on one side
+    or both (the taps it drops read only zero padding), with the same gradients."""
+    from datarena.evaluate.deeplab import AtrousConv
+
+    torch.manual_seed(0)
+    conv = AtrousConv(16, 8, 3, padding=12, dilation=12, bias=False)
+    x = torch.randn(2, 16, *size, requires_grad=True)
+    got = conv(x)
+    want = torch.nn.functional.conv2d(x, conv.weight, None, 1, 12, 12)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(got)
+    gx, gw = torch.autograd.grad(got, (x, conv.weight), g)
+    wx, ww = torch.autograd.grad(want, (x, conv.weight), g)
+    torch.testing.assert_close(gx, wx, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gw, ww, rtol=1e-5, atol=1e-5)
+    if size == (13, 13):  # larger than the rate both ways: the plain conv itself
+        assert torch.equal(got, want)
+    else:  # a tap that reads data somewhere would have a nonzero gradient
+        assert gw.abs().sum() > 0

@@ -122,12 +122,35 @@ class ASPPPooling(nn.Sequential):
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
+class AtrousConv(nn.Conv2d):
+    """ASPP's 3x3 convolution at dilation r (padding r), with torchvision's parameters and keys.
+
+    Along a side no longer than r, an off-centre tap of every output reads only the zero padding
+    (output i reads input i +- r, outside [0, side) for every i when r >= side), so those taps are
+    dropped: on a map no larger than r either way the conv is the 1x1 conv of its centre weights.
+    It is the same sum without its zero terms (the floats may differ in the last bits, by the order
+    of summation; the gradients are the same, 0 for the dropped taps). At CPU scale it is most of
+    ASPP's cost: the `aerial_scenes` preset's 64 px crops give 8x8 maps, and rates 12/24/36 then
+    cost 9x what they compute (docs/benchmarks.md, "The atrous shortcut"). A map larger than r
+    on both sides (every map of the `syntagen` preset) runs the plain conv.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        (rh, rw), (h, w) = self.dilation, x.shape[-2:]
+        if h > rh and w > rw:
+            return super().forward(x)
+        rows = slice(1, 2) if h <= rh else slice(None)
+        cols = slice(1, 2) if w <= rw else slice(None)
+        return F.conv2d(x, self.weight[:, :, rows, cols], self.bias, self.stride,
+                        (0 if h <= rh else rh, 0 if w <= rw else rw), self.dilation, self.groups)
+
+
 class ASPP(nn.Module):
     def __init__(self, in_channels: int, rates: tuple[int, ...] = (12, 24, 36), out_channels: int = 256):
         super().__init__()
         convs = [nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU())]
         for r in rates:
-            convs.append(nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=r, dilation=r, bias=False),
+            convs.append(nn.Sequential(AtrousConv(in_channels, out_channels, 3, padding=r, dilation=r, bias=False),
                                        nn.BatchNorm2d(out_channels), nn.ReLU()))
         convs.append(ASPPPooling(in_channels, out_channels))
         self.convs = nn.ModuleList(convs)
