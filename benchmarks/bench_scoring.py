@@ -10,6 +10,9 @@ in units of the preset's seed sigma, and Spearman's rho of every chain at every 
 
 Run: .venv/bin/python benchmarks/bench_scoring.py [--preset aerial_scenes] [--seeds 0 1 2]
      [--n 400] [--small 8] [--test 200] [--workers 2] [--set iterations=150 ...] [--generator generator.pt]
+     [--json runs.json];  .venv/bin/python benchmarks/bench_scoring.py --report runs.json [more.json ...]
+The pooled sigma is printed with its 95 % bounds (chi-square, rungs x (seeds - 1) degrees of
+freedom): from 3 seeds it is itself uncertain by about -25 % / +50 %.
 """
 
 from __future__ import annotations
@@ -79,6 +82,72 @@ def score_one(args: tuple) -> dict:
             "train_seconds": report["train_seconds"], "per_class": report["per_class_iou"], "conf": conf}
 
 
+def sigma_bounds(sigma: float, df: int, level: float = 0.95) -> tuple[float, float]:
+    """The interval of a pooled standard deviation with `df` degrees of freedom (chi-square): with 3
+    seeds a rung adds 2, so 8 rungs give 16 and the bounds are about 0.75 and 1.5 x sigma."""
+    from scipy.stats import chi2
+
+    if df < 1 or sigma <= 0:
+        return float("nan"), float("nan")
+    tail = (1 - level) / 2
+    return sigma * float(np.sqrt(df / chi2.ppf(1 - tail, df))), sigma * float(np.sqrt(df / chi2.ppf(tail, df)))
+
+
+def report(rows: dict, by: dict, seeds: list[int], n: int) -> float:
+    """Print the rungs, the pooled seed sigma (with its 95 % bounds), the chains' separations and
+    Spearman's rho per seed; returns the pooled sigma."""
+    from datarena.evaluate.ladder import CHAINS, spearman
+
+    sigma = float(np.sqrt(np.mean([rows[r]["std"] ** 2 for r in rows])))  # the preset's pooled seed sigma
+    df = len(rows) * (len(seeds) - 1)
+    lo, hi = sigma_bounds(sigma, df)
+    print(f"{'rung':<10} {'mean':>7} {'sigma':>7} {'95% interval':>17} {'car IoU':>8} {'s/run':>6}   per seed")
+    for rung, r in rows.items():
+        print(f"{rung:<10} {r['mean']:7.4f} {r['std']:7.4f}  [{r['low']:.4f}, {r['high']:.4f}] {r['car']:8.3f} "
+              f"{r['s_per_run']:6.1f}   {' '.join(f'{v:.4f}' for v in r['seeds'])}")
+    print(f"pooled seed-to-seed sigma of one run: {sigma:.4f} (95 % bounds [{lo:.4f}, {hi:.4f}], {df} degrees of freedom)")
+    worst = float("inf")
+    rhos = []
+    for chain in CHAINS:
+        if not all(c in rows for c in chain):
+            continue
+        for a, b in zip(chain, chain[1:], strict=False):
+            gap = rows[a]["mean"] - rows[b]["mean"]
+            z = gap / sigma if sigma > 0 else float("inf")
+            worst = min(worst, z)
+            each = [by[(a, s)]["miou"] - by[(b, s)]["miou"] for s in seeds]
+            print(f"  {a} > {b}: gap {gap:+.4f} = {z:+.1f} sigma ({gap / hi:+.1f} to {gap / lo:+.1f} at sigma's bounds); "
+                  f"per seed {' '.join(f'{g:+.4f}' for g in each)}")
+        per_seed = [spearman({r: by[(r, s)]["miou"] for r in chain}, chain) for s in seeds]
+        rhos += per_seed
+        print(f"  Spearman rho of {' > '.join(chain)} per seed: {' '.join(f'{x:+.2f}' for x in per_seed)}")
+    if "target" in rows and "target_n8" in rows:  # reported, no chain (datarena.evaluate.ladder)
+        gap = rows["target"]["mean"] - rows["target_n8"]["mean"]
+        print(f"  (no chain) target > target_n8 at N = {n}: gap {gap:+.4f} = {gap / sigma:+.1f} sigma")
+    if rhos:
+        print(f"smallest adjacent separation: {worst:.1f} sigma (goal >= 3); Spearman rho 1.0 at every seed and chain: "
+              f"{'yes' if min(rhos) == 1.0 else 'NO'}")
+    return sigma
+
+
+def reprint(files: list[Path]) -> None:
+    """--report: the figures of stored --json files again, and with several (the same rungs measured
+    again: other seeds, or the same seeds after a change of float order) their sigma pooled."""
+    variances, df = [], 0
+    for f in files:
+        d = json.loads(f.read_text())
+        by = {(r["rung"], r["seed"]): r for r in d["runs"]}
+        seeds = sorted({r["seed"] for r in d["runs"]})
+        print(f"\n{f}: preset {d['preset']} {d['overrides'] or ''}; seeds {seeds}")
+        report(d["rows"], by, seeds, d.get("n", 400))
+        variances += [r["std"] ** 2 for r in d["rows"].values()]
+        df += len(d["rows"]) * (len(seeds) - 1)
+    if len(files) > 1:
+        sigma = float(np.sqrt(np.mean(variances)))
+        lo, hi = sigma_bounds(sigma, df)
+        print(f"\nsigma pooled over the {len(files)} files: {sigma:.4f} (95 % bounds [{lo:.4f}, {hi:.4f}], {df} degrees of freedom)")
+
+
 def parse_overrides(items: list[str]) -> dict:
     """key=value pairs; a value is JSON when it parses as JSON (150, 0.5, [1, 2], null), else a string."""
     out = {}
@@ -105,9 +174,12 @@ def main() -> None:
                     "'train' trains one, seed 0)")
     ap.add_argument("--work", type=Path, default=Path("bench-scoring"), help="datasets and runs (kept: reruns reuse the datasets)")
     ap.add_argument("--json", type=Path, help="write every run's figures here")
+    ap.add_argument("--report", type=Path, nargs="+", help="print the figures of stored --json files (no training)")
     args = ap.parse_args()
+    if args.report:
+        reprint(args.report)
+        return
 
-    from datarena.evaluate.ladder import CHAINS, spearman
     from datarena.evaluate.uncertainty import score_interval
 
     overrides = parse_overrides(args.set)
@@ -134,36 +206,11 @@ def main() -> None:
                       "low": iv["miou_low"], "high": iv["miou_high"], "seeds": mious.tolist(),
                       "s_per_run": float(np.mean([r["seconds"] for r in rs])),
                       "car": float(np.mean([r["per_class"].get("car", float("nan")) for r in rs]))}
-    sigma = float(np.sqrt(np.mean([rows[r]["std"] ** 2 for r in rows])))  # the preset's pooled seed sigma
     print(f"\npreset {args.preset} {overrides or ''}; N = {args.n}, S = {args.small}, test = {args.test} target renders; seeds {args.seeds}; "
           f"{len(runs)} runs in {wall:.0f} s ({args.workers} in parallel, {threads} thread(s) each)")
-    print(f"{'rung':<10} {'mean':>7} {'sigma':>7} {'95% interval':>17} {'car IoU':>8} {'s/run':>6}   per seed")
-    for rung, r in rows.items():
-        print(f"{rung:<10} {r['mean']:7.4f} {r['std']:7.4f}  [{r['low']:.4f}, {r['high']:.4f}] {r['car']:8.3f} "
-              f"{r['s_per_run']:6.1f}   {' '.join(f'{v:.4f}' for v in r['seeds'])}")
-    print(f"pooled seed-to-seed sigma of one run: {sigma:.4f}")
-    worst = float("inf")
-    rhos = []
-    for chain in CHAINS:
-        if not all(c in rows for c in chain):
-            continue
-        for a, b in zip(chain, chain[1:], strict=False):
-            gap = rows[a]["mean"] - rows[b]["mean"]
-            z = gap / sigma if sigma > 0 else float("inf")
-            worst = min(worst, z)
-            each = [by[(a, s)]["miou"] - by[(b, s)]["miou"] for s in args.seeds]
-            print(f"  {a} > {b}: gap {gap:+.4f} = {z:+.1f} sigma; per seed {' '.join(f'{g:+.4f}' for g in each)}")
-        per_seed = [spearman({r: by[(r, s)]["miou"] for r in chain}, chain) for s in args.seeds]
-        rhos += per_seed
-        print(f"  Spearman rho of {' > '.join(chain)} per seed: {' '.join(f'{x:+.2f}' for x in per_seed)}")
-    if "target" in rows and "target_n8" in rows:  # reported, no chain (datarena.evaluate.ladder)
-        gap = rows["target"]["mean"] - rows["target_n8"]["mean"]
-        print(f"  (no chain) target > target_n8 at N = {args.n}: gap {gap:+.4f} = {gap / sigma:+.1f} sigma")
-    if rhos:
-        print(f"smallest adjacent separation: {worst:.1f} sigma (goal >= 3); Spearman rho 1.0 at every seed and chain: "
-              f"{'yes' if min(rhos) == 1.0 else 'NO'}")
+    sigma = report(rows, by, args.seeds, args.n)
     if args.json:
-        args.json.write_text(json.dumps({"preset": args.preset, "overrides": overrides, "rows": rows, "sigma": sigma,
+        args.json.write_text(json.dumps({"preset": args.preset, "overrides": overrides, "n": args.n, "rows": rows, "sigma": sigma,
                                          "runs": [{k: v for k, v in r.items() if k != "conf"} for r in runs]}, indent=1))
 
 
