@@ -58,6 +58,9 @@ def test_presets_follow_the_challenge_rules():
     small = PRESETS["digit_scenes"]
     assert (small.backbone, small.crop_size, small.pretrained, small.class_weights) == ("resnet18", 64, "digits", "balanced")
     assert poly_lr(b, 0) == b.lr and poly_lr(b, 5000) == pytest.approx(b.lr * 0.5**0.9)
+    warm = budget_from("syntagen", warmup_iterations=100)
+    assert poly_lr(warm, 0) == pytest.approx(b.lr / 100) and poly_lr(warm, 49) == pytest.approx(poly_lr(b, 49) / 2)
+    assert poly_lr(warm, 100) == poly_lr(b, 100)  # after the warm-up: the poly schedule itself
     with pytest.raises(Exception, match="unknown backbone"):
         budget_from("syntagen", backbone="vgg")
 

@@ -57,6 +57,9 @@ class Budget(BaseModel):
     momentum: float = 0.9
     weight_decay: float = 1e-4
     poly_power: float = 0.9
+    # linear warm-up (torchvision reference's --lr-warmup-epochs, counted in iterations): the LR
+    # rises from lr / warmup_iterations to the poly schedule's value over the first iterations
+    warmup_iterations: int = Field(0, ge=0)
     aux_weight: float = 0.5
     aux_lr_mult: float = Field(10.0, gt=0)  # reference: the aux classifier's parameters at 10x the LR
     # "uniform" = plain cross-entropy (the challenge protocol); "balanced" = median-frequency
@@ -174,7 +177,10 @@ def class_frequency_weights(dataset, num_classes: int) -> torch.Tensor:
 
 
 def poly_lr(budget: Budget, iteration: int) -> float:
-    return budget.lr * (1.0 - iteration / budget.iterations) ** budget.poly_power
+    lr = budget.lr * (1.0 - iteration / budget.iterations) ** budget.poly_power
+    if iteration < budget.warmup_iterations:
+        lr *= (iteration + 1) / budget.warmup_iterations
+    return lr
 
 
 def _save_checkpoint(path: Path, model, opt, iteration: int, budget: Budget) -> None:
@@ -285,7 +291,7 @@ def train_segmentation(dataset, budget: Budget, checkpoint: str | Path | None = 
         if ckpt is None or not ckpt.is_file():
             raise ConfigError(f"cannot resume: checkpoint {ckpt} does not exist.")
         state = torch.load(ckpt, map_location=device, weights_only=False)
-        if state["budget"] != budget.model_dump():
+        if Budget.model_validate(state["budget"]).model_dump() != budget.model_dump():  # settings added since: defaults
             raise ConfigError(f"{ckpt} was written with a different budget; resume with the same settings.")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
