@@ -291,7 +291,11 @@ def train_segmentation(dataset, budget: Budget, checkpoint: str | Path | None = 
         if ckpt is None or not ckpt.is_file():
             raise ConfigError(f"cannot resume: checkpoint {ckpt} does not exist.")
         state = torch.load(ckpt, map_location=device, weights_only=False)
-        if Budget.model_validate(state["budget"]).model_dump() != budget.model_dump():  # settings added since: defaults
+        try:  # a setting added since the checkpoint was written takes its default
+            same = Budget.model_validate(state["budget"]).model_dump() == budget.model_dump()
+        except (ValidationError, TypeError):
+            same = False
+        if not same:
             raise ConfigError(f"{ckpt} was written with a different budget; resume with the same settings.")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
