@@ -276,9 +276,10 @@ def test_meta_sim_on_scene_graphs_lowers_the_mmd():
     """The exact MMD gradient through the renderer moves the graph generator toward the target."""
     from datarena.metasim.aerial import AerialConfig, train_aerial
 
-    res = train_aerial(cfg=AerialConfig(epochs=25, batch=64, target_images=96, loss="mmd"), show_progress=False)
+    # 16 epochs of 32 scenes (seeds 0, 1 measured: MMD 1.16 -> 0.31, 1.28 -> 0.33; lateral 9.0 -> 5.1, 5.2)
+    res = train_aerial(cfg=AerialConfig(epochs=16, batch=32, target_images=64, loss="mmd"), show_progress=False)
     assert res.report["mmd_after"] < 0.8 * res.report["mmd_before"], res.report
-    assert len(res.history) == 25 and all(h["reward"] is None for h in res.history)
+    assert len(res.history) == 16 and all(h["reward"] is None for h in res.history)
     # the prior parks cars beside the road, the target drives them on it: the generator moves them in
     before, after = res.report["attributes_prior"], res.report["attributes_learned"]
     assert after["car.lateral"] < 0.7 * before["car.lateral"], (before, after)
