@@ -77,12 +77,12 @@ def test_a_stop_ends_every_seed_process_and_a_resume_finishes_the_score(tiny, tm
         raise Stop
 
     with pytest.raises(Stop):
-        score_dataset(tiny, tiny, _budget(seeds=3), tmp_path / "out", show_progress=False, on_progress=stop)
+        score_dataset(tiny, tiny, _budget(seeds=2), tmp_path / "out", show_progress=False, on_progress=stop)
     assert not _seed_processes_under(tmp_path / "out")  # no seed left training
     # as the job runner does: resume when the first seed left a checkpoint (the others resume from theirs)
     resume = (tmp_path / "out" / "checkpoint.pt").is_file()
-    resumed = score_dataset(tiny, tiny, _budget(seeds=3), tmp_path / "out", resume=resume, show_progress=False)
-    fresh = score_dataset(tiny, tiny, _budget(seeds=3), tmp_path / "fresh", show_progress=False)
+    resumed = score_dataset(tiny, tiny, _budget(seeds=2), tmp_path / "out", resume=resume, show_progress=False)
+    fresh = score_dataset(tiny, tiny, _budget(seeds=2), tmp_path / "fresh", show_progress=False)
     assert resumed["model_sha256_seeds"] == fresh["model_sha256_seeds"]
 
 
