@@ -109,3 +109,15 @@ def test_atrous_conv_drops_only_taps_that_read_padding(size):
         assert torch.equal(got, want)
     else:  # a tap that reads data somewhere would have a nonzero gradient
         assert gw.abs().sum() > 0
+
+
+@pytest.mark.parametrize("kernel, padding", [(1, 0), (3, 8)])
+def test_atrous_conv_is_the_plain_conv_unless_3x3_padded_by_its_rate(kernel, padding):
+    """The shortcut is exact only for ASPP's shape (3x3, padding = rate); any other conv on a map
+    no larger than its rate runs the plain conv."""
+    from datarena.evaluate.deeplab import AtrousConv
+
+    torch.manual_seed(0)
+    conv = AtrousConv(16, 8, kernel, padding=padding, dilation=4, bias=False)
+    x = torch.randn(2, 16, 4, 4)
+    assert torch.equal(conv(x), torch.nn.functional.conv2d(x, conv.weight, None, 1, padding, 4))
