@@ -124,6 +124,27 @@ def test_training_is_deterministic_and_resumable(digits, tmp_path):
         train_segmentation(train, b.model_copy(update={"lr": 0.5}), checkpoint=ckpt, resume=True, show_progress=False)
 
 
+def test_a_checkpoint_from_before_a_budget_setting_resumes_with_its_default(digits, tmp_path):
+    """A setting added since a checkpoint was written takes its default on resume; a stored budget
+    that no longer validates is a different budget (a ConfigError), not a traceback."""
+    from datarena.errors import ConfigError
+
+    train, _ = digits
+    b = budget_from("digit_scenes", iterations=4, **TINY)
+    straight = train_segmentation(train, b, show_progress=False)
+    ckpt = tmp_path / "ckpt.pt"
+    train_segmentation(train, b, checkpoint=ckpt, stop_after=2, show_progress=False)
+    state = torch.load(ckpt, weights_only=False)
+    del state["budget"]["warmup_iterations"]  # as written before the setting existed
+    torch.save(state, ckpt)
+    resumed = train_segmentation(train, b, checkpoint=ckpt, resume=True, show_progress=False)
+    assert resumed.iterations == 4 and resumed.checksum == straight.checksum
+    state["budget"]["lr"] = -1.0  # no longer a valid budget
+    torch.save(state, ckpt)
+    with pytest.raises(ConfigError, match="different budget"):
+        train_segmentation(train, b, checkpoint=ckpt, resume=True, show_progress=False)
+
+
 def binary(data: SegmentationSet) -> SegmentationSet:
     masks = np.where((data.masks > 0) & (data.masks != IGNORE), 1, data.masks).astype(np.uint8)
     return SegmentationSet(images=data.images, masks=masks, classes=("background", "digit"))
