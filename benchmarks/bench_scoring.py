@@ -93,12 +93,17 @@ def sigma_bounds(sigma: float, df: int, level: float = 0.95) -> tuple[float, flo
     return sigma * float(np.sqrt(df / chi2.ppf(1 - tail, df))), sigma * float(np.sqrt(df / chi2.ppf(tail, df)))
 
 
+def pooled_sigma(stds: list[float]) -> float:
+    """The preset's seed sigma: the root mean of the rungs' seed variances."""
+    return float(np.sqrt(np.mean(np.square(stds))))
+
+
 def report(rows: dict, by: dict, seeds: list[int], n: int) -> float:
     """Print the rungs, the pooled seed sigma (with its 95 % bounds), the chains' separations and
     Spearman's rho per seed; returns the pooled sigma."""
     from datarena.evaluate.ladder import CHAINS, spearman
 
-    sigma = float(np.sqrt(np.mean([rows[r]["std"] ** 2 for r in rows])))  # the preset's pooled seed sigma
+    sigma = pooled_sigma([r["std"] for r in rows.values()])
     df = len(rows) * (len(seeds) - 1)
     lo, hi = sigma_bounds(sigma, df)
     print(f"{'rung':<10} {'mean':>7} {'sigma':>7} {'95% interval':>17} {'car IoU':>8} {'s/run':>6}   per seed")
@@ -133,17 +138,17 @@ def report(rows: dict, by: dict, seeds: list[int], n: int) -> float:
 def reprint(files: list[Path]) -> None:
     """--report: the figures of stored --json files again, and with several (the same rungs measured
     again: other seeds, or the same seeds after a change of float order) their sigma pooled."""
-    variances, df = [], 0
+    stds, df = [], 0
     for f in files:
         d = json.loads(f.read_text())
         by = {(r["rung"], r["seed"]): r for r in d["runs"]}
         seeds = sorted({r["seed"] for r in d["runs"]})
         print(f"\n{f}: preset {d['preset']} {d['overrides'] or ''}; seeds {seeds}")
         report(d["rows"], by, seeds, d.get("n", 400))
-        variances += [r["std"] ** 2 for r in d["rows"].values()]
+        stds += [r["std"] for r in d["rows"].values()]
         df += len(d["rows"]) * (len(seeds) - 1)
     if len(files) > 1:
-        sigma = float(np.sqrt(np.mean(variances)))
+        sigma = pooled_sigma(stds)
         lo, hi = sigma_bounds(sigma, df)
         print(f"\nsigma pooled over the {len(files)} files: {sigma:.4f} (95 % bounds [{lo:.4f}, {hi:.4f}], {df} degrees of freedom)")
 
