@@ -24,6 +24,7 @@ from datarena.evaluate.train import (
     budget_from,
     class_frequency_weights,
     evaluate_segmentation,
+    loss_weights,
     make_batch,
     poly_lr,
     train_segmentation,
@@ -86,6 +87,12 @@ def test_balanced_class_weights_follow_median_frequency():
     f = np.array([96 / 124, 16 / 64, 12 / 60])  # pixels of c / labelled pixels of the images holding c
     assert w == pytest.approx(np.r_[np.median(f) / f, 1.0])
     assert w[0] < w[1] < w[2]
+    # the loss takes them as they are ("balanced"), as their square root ("sqrt"), or none ("uniform")
+    b = budget_from("aerial_scenes", num_classes=4)
+    assert b.class_weights == "sqrt"
+    assert loss_weights(data, b).numpy() == pytest.approx(np.sqrt(w))
+    assert loss_weights(data, b.model_copy(update={"class_weights": "balanced"})).numpy() == pytest.approx(w)
+    assert loss_weights(data, b.model_copy(update={"class_weights": "uniform"})) is None
     with pytest.raises(Exception, match="class_weights"):
         budget_from("digit_scenes", class_weights="inverse")
 

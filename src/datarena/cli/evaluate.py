@@ -62,7 +62,7 @@ def evaluate_train(
     seeds: int = typer.Option(None, "--seeds", help="Training seeds the score averages (its interval adds their spread)."),
     weights: Path = typer.Option(None, "--backbone-weights", help="Local ImageNet ResNet state_dict (nothing is downloaded)."),
     pretrained: str = typer.Option(None, "--pretrained", help="Backbone start: imagenet (torchvision's file, the syntagen default), digits (a cached digit-pretrained trunk) or none (random, on purpose)."),
-    class_weights: str = typer.Option(None, "--class-weights", help="Loss weights: uniform (the protocol) or balanced (median-frequency)."),
+    class_weights: str = typer.Option(None, "--class-weights", help="Loss weights: uniform (the protocol), balanced (median-frequency) or sqrt (their square root)."),
     device: str = typer.Option("auto", "--device", help="auto (cuda when available), cpu or cuda."),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.pt."),
     no_validate: bool = typer.Option(False, "--no-validate", help="Skip the dataset-rules check."),
