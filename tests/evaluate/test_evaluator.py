@@ -105,6 +105,8 @@ def test_balanced_weights_read_voc_masks_and_reach_the_loss(digits, tmp_path):
     uniform = train_segmentation(train, b, show_progress=False)
     balanced = train_segmentation(train, b.model_copy(update={"class_weights": "balanced"}), show_progress=False)
     assert balanced.checksum != uniform.checksum
+    sqrt = train_segmentation(train, b.model_copy(update={"class_weights": "sqrt"}), show_progress=False)
+    assert sqrt.checksum not in (uniform.checksum, balanced.checksum)
 
 
 def test_batches_depend_only_on_seed_and_iteration(digits):

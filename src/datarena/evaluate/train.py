@@ -90,8 +90,9 @@ PRESETS: dict[str, Budget] = {
     # CPU scale: 64x64 aerial scenes (background, road, car, tree, house); the preset that resolves the
     # quality ladder (benchmarks/bench_scoring.py). Crops of images scaled 1.5-2.5x and evaluation
     # at 2x make a 7x4 px car span more than one cell of the stride-8 output; 3 seeds per score.
-    # Square-root median-frequency weights at lr 0.04: the full weights at 0.02 left the seed spread
-    # 1.6x larger, at 0.04 they taught the prior grammar the target's cars (docs/benchmarks.md)
+    # Square-root median-frequency weights at lr 0.04: the full weights painted cars twice their size
+    # (the car IoU measured the bloat) and at lr 0.04 taught the prior grammar the target's cars
+    # (docs/benchmarks.md, the quality ladder)
     "aerial_scenes": Budget(iterations=200, batch_size=8, crop_size=64, backbone="resnet18", num_classes=5,
                             lr=0.04, checkpoint_every=100, pretrained="none", class_weights="sqrt",
                             base_size=None, eval_size=128, image_size=(64, 64), scale_min=1.5, scale_max=2.5,
