@@ -109,7 +109,9 @@ def _prepare(bundle: ExerciseBundle, holdout: float, rng: np.random.Generator):
     order = rng.permutation(len(y))
     n_val = max(2, int(holdout * len(y)))
     val, tr = order[:n_val], order[n_val:]
-    t = lambda a: torch.from_numpy(np.ascontiguousarray(norm(a)))  # noqa: E731
+    # copied into torch's own (64-byte aligned) memory: some CPU kernels take another path, and sum
+    # in another order, on a numpy buffer of another alignment
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(norm(a))).clone()  # noqa: E731
     x_lab = t(bundle.X_labeled)
     data = Data(
         x_lab=x_lab[tr], y_lab=torch.from_numpy(y[tr]),
