@@ -79,7 +79,51 @@ def score_one(args: tuple) -> dict:
     report = score_dataset(data, test, budget, out, show_progress=False, overlays_from="dataset")
     conf = np.load(Path(out) / "confusions.npz")["seed0"]
     return {"rung": rung, "seed": seed, "miou": report["miou"], "seconds": time.perf_counter() - t0,
-            "train_seconds": report["train_seconds"], "per_class": report["per_class_iou"], "conf": conf}
+            "train_seconds": report["train_seconds"], "per_class": report["per_class_iou"], "conf": conf,
+            **class_shape(conf.sum(0), list(report["per_class_iou"]), "car")}
+
+
+def class_shape(conf: np.ndarray, names: list[str], name: str) -> dict:
+    """Precision, recall and predicted/true area of one class from a (truth x prediction) confusion
+    matrix: an IoU that falls because the network paints the class too large (precision) reads
+    unlike one that falls because it misses it (recall)."""
+    if name not in names:
+        return {}
+    k = names.index(name)
+    tp, predicted, true = float(conf[k, k]), float(conf[:, k].sum()), float(conf[k].sum())
+    return {f"{name}_precision": tp / predicted if predicted else float("nan"),
+            f"{name}_recall": tp / true if true else float("nan"),
+            f"{name}_area": predicted / true if true else float("nan")}
+
+
+CAR_SHAPE = ("car_precision", "car_recall", "car_area")
+
+
+def rows_of(runs: list[dict], rungs: list[str], seeds: list[int]) -> dict:
+    """A rung's mean, seed sigma and 95 % interval over `seeds`: with the runs' confusion matrices
+    the instrument's interval (seeds and test images); from stored runs without them (--report of
+    several files) a t interval over the seeds alone."""
+    from scipy.stats import t as student
+
+    from datarena.evaluate.uncertainty import score_interval
+
+    by = {(r["rung"], r["seed"]): r for r in runs}
+    rows = {}
+    for rung in rungs:
+        rs = [by[(rung, s)] for s in seeds]
+        mious = np.array([r["miou"] for r in rs])
+        std = float(mious.std(ddof=1)) if len(mious) > 1 else 0.0
+        if all("conf" in r for r in rs):
+            iv = score_interval([r["conf"] for r in rs])
+            low, high = iv["miou_low"], iv["miou_high"]
+        else:
+            half = float(student.ppf(0.975, len(mious) - 1)) * std / np.sqrt(len(mious)) if len(mious) > 1 else 0.0
+            low, high = float(mious.mean()) - half, float(mious.mean()) + half
+        rows[rung] = {"mean": float(mious.mean()), "std": std, "low": low, "high": high, "seeds": mious.tolist(),
+                      "s_per_run": float(np.mean([r["seconds"] for r in rs])),
+                      "car": float(np.mean([r["per_class"].get("car", float("nan")) for r in rs])),
+                      **{k: float(np.mean([r.get(k, float("nan")) for r in rs])) for k in CAR_SHAPE}}
+    return rows
 
 
 def sigma_bounds(sigma: float, df: int, level: float = 0.95) -> tuple[float, float]:
@@ -106,9 +150,12 @@ def report(rows: dict, by: dict, seeds: list[int], n: int) -> float:
     sigma = pooled_sigma([r["std"] for r in rows.values()])
     df = len(rows) * (len(seeds) - 1)
     lo, hi = sigma_bounds(sigma, df)
-    print(f"{'rung':<10} {'mean':>7} {'sigma':>7} {'95% interval':>17} {'car IoU':>8} {'s/run':>6}   per seed")
+    print(f"{'rung':<10} {'mean':>7} {'sigma':>7} {'95% interval':>17} {'car IoU':>8} {'prec':>5} {'recall':>6} "
+          f"{'area':>5} {'s/run':>6}   per seed")
+    nan = float("nan")
     for rung, r in rows.items():
         print(f"{rung:<10} {r['mean']:7.4f} {r['std']:7.4f}  [{r['low']:.4f}, {r['high']:.4f}] {r['car']:8.3f} "
+              f"{r.get('car_precision', nan):5.2f} {r.get('car_recall', nan):6.2f} {r.get('car_area', nan):5.2f} "
               f"{r['s_per_run']:6.1f}   {' '.join(f'{v:.4f}' for v in r['seeds'])}")
     print(f"pooled seed-to-seed sigma of one run: {sigma:.4f} (95 % bounds [{lo:.4f}, {hi:.4f}], {df} degrees of freedom)")
     worst = float("inf")
@@ -151,6 +198,18 @@ def reprint(files: list[Path]) -> None:
         sigma = pooled_sigma(stds)
         lo, hi = sigma_bounds(sigma, df)
         print(f"\nsigma pooled over the {len(files)} files: {sigma:.4f} (95 % bounds [{lo:.4f}, {hi:.4f}], {df} degrees of freedom)")
+        # the same preset's runs of every file as one sample (draws at other seeds): each rung's
+        # mean over all seeds, its sigma, and the chains' gaps between those means
+        runs = [r for f in files for r in json.loads(f.read_text())["runs"]]
+        if len({(r["rung"], r["seed"]) for r in runs}) < len(runs):
+            return  # the same seeds measured twice (another float order): pooled sigma only
+        seeds = sorted({r["seed"] for r in runs})
+        rungs = [g for g in dict.fromkeys(r["rung"] for r in runs)
+                 if all(any(r["rung"] == g and r["seed"] == s for r in runs) for s in seeds)]
+        if len(seeds) > 1 and rungs:
+            print(f"\nevery file's runs as one sample: seeds {seeds} (interval: t over the seeds)")
+            report(rows_of(runs, rungs, seeds), {(r["rung"], r["seed"]): r for r in runs}, seeds,
+                   json.loads(files[0].read_text()).get("n", 400))
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -185,8 +244,6 @@ def main() -> None:
         reprint(args.report)
         return
 
-    from datarena.evaluate.uncertainty import score_interval
-
     overrides = parse_overrides(args.set)
     paths = build(args.work, args.n, args.small, args.test, args.generator)
     tag = "-".join([args.preset, *(f"{k}{v}" for k, v in sorted(overrides.items()))]).replace("/", "_")
@@ -202,15 +259,7 @@ def main() -> None:
     wall = time.perf_counter() - t0
 
     by = {(r["rung"], r["seed"]): r for r in runs}
-    rows = {}
-    for rung in args.rungs:
-        rs = [by[(rung, s)] for s in args.seeds]
-        mious = np.array([r["miou"] for r in rs])
-        iv = score_interval([r["conf"] for r in rs])
-        rows[rung] = {"mean": float(mious.mean()), "std": float(mious.std(ddof=1)) if len(mious) > 1 else 0.0,
-                      "low": iv["miou_low"], "high": iv["miou_high"], "seeds": mious.tolist(),
-                      "s_per_run": float(np.mean([r["seconds"] for r in rs])),
-                      "car": float(np.mean([r["per_class"].get("car", float("nan")) for r in rs]))}
+    rows = rows_of(runs, args.rungs, args.seeds)
     print(f"\npreset {args.preset} {overrides or ''}; N = {args.n}, S = {args.small}, test = {args.test} target renders; seeds {args.seeds}; "
           f"{len(runs)} runs in {wall:.0f} s ({args.workers} in parallel, {threads} thread(s) each)")
     sigma = report(rows, by, args.seeds, args.n)
