@@ -365,3 +365,20 @@ def test_a_consensus_of_one_run_features_does_not_shield_the_leader():
     assert set(np.flatnonzero(outvoted_rows(hard, 0, np.array([True, True, True, True])))) >= set(wrong.tolist())
     assert not outvoted_rows(hard, 0, np.array([True, False, False, False])).any()
     assert not outvoted_rows(hard[:2], 0, np.array([True, True])).any()  # one other: a dispute, not a consensus
+
+
+def test_the_solver_judges_an_exercise_against_its_own_default_score(tmp_path):
+    """999's default is 0.5: a bundle made in memory (the benchmark's path) keeps it in the served
+    meta only, and the solver once read the private meta and judged 999 against 0.8 (a 0.90
+    labelling abstained at P(>= 0.8) 0.32, development seed 1000)."""
+    from datarena.data.bundle import read_bundle, write_bundle
+
+    made = generate_exercise(SUITE.get("999"), 0)
+    assert made.default_score == 0.5 and "default_score" not in made.meta
+    write_bundle(made, tmp_path / "public", tmp_path / "private")
+    assert read_bundle(tmp_path / "public", hidden=False).default_score == 0.5
+    bundle, _ = _block_exercise()
+    bundle.meta, bundle.public_meta = {}, {"default_score": 0.5}
+    res = solve(bundle, "divdis", LocalOracle(bundle.y_target), seed=0, config=TrainConfig(restarts=2, steps=60))
+    assert res.default_score == 0.5
+    assert res.summary()["p_beats_default"] == pytest.approx(res.p_beats_default, abs=1e-4)

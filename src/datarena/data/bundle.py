@@ -50,6 +50,13 @@ class ExerciseBundle:
     def dirname(self) -> str:
         return f"{self.exercise_id}_{self.name}"
 
+    @property
+    def default_score(self) -> float:
+        """What the exercise scores when nothing is submitted: the served meta's `default_score`
+        (a bundle made in memory by `generate_exercise` keeps it there, one read from disk also in
+        `meta`), 0.8 when neither says."""
+        return float(self.public_meta.get("default_score", self.meta.get("default_score", 0.8)))
+
     def arrays(self) -> dict[str, np.ndarray]:
         """Every array under its file name (the target set is X_val, as in hackathon42)."""
         out = {

@@ -198,7 +198,7 @@ def solve(
                                f"{bundle.dirname}: {solver} hypotheses (input-gradient saliency on target rows)")
     labels = classes[probs[result.chosen].argmax(-1)]
     hypotheses = classes[probs.argmax(-1)]
-    default = float(default_score if default_score is not None else bundle.meta.get("default_score", 0.8))
+    default = float(default_score if default_score is not None else bundle.default_score)
     return SolveResult(
         solver=solver,
         exercise_id=bundle.exercise_id,
