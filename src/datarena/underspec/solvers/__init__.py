@@ -109,8 +109,8 @@ def _prepare(bundle: ExerciseBundle, holdout: float, rng: np.random.Generator):
     order = rng.permutation(len(y))
     n_val = max(2, int(holdout * len(y)))
     val, tr = order[:n_val], order[n_val:]
-    # copied into torch's own (64-byte aligned) memory: some CPU kernels take another path, and sum
-    # in another order, on a numpy buffer of another alignment
+    # copied into torch's own (64-byte aligned) memory, so which kernel path runs, and the order of
+    # its sums, cannot depend on where numpy happened to place the buffer
     t = lambda a: torch.from_numpy(np.ascontiguousarray(norm(a))).clone()  # noqa: E731
     x_lab = t(bundle.X_labeled)
     data = Data(
