@@ -38,15 +38,16 @@ def free_port() -> int:
 class Cluster:
     """A JobQueue (the server's side) and, with a broker, worker processes started like an organiser would."""
 
-    def __init__(self, tmp: Path, broker: str | None, republish_after_s: float = 30.0):
+    def __init__(self, tmp: Path, broker: str | None, republish_after_s: float = 30.0, lease_s: float = LEASE_S):
         self.tmp = tmp
+        self.lease_s = lease_s
         self.db_url = f"sqlite:///{tmp / 'jobs.db'}"
         self.engine = make_engine(self.db_url)
         migrate(self.engine)
         self.broker = broker
         self.prefix = f"t{uuid.uuid4().hex[:10]}"
         self.republish_after_s = republish_after_s
-        self.queue = JobQueue(self.engine, JobSettings(broker_url=broker, queue_prefix=self.prefix, lease_s=LEASE_S,
+        self.queue = JobQueue(self.engine, JobSettings(broker_url=broker, queue_prefix=self.prefix, lease_s=lease_s,
                                                        republish_after_s=republish_after_s, max_active_per_team=2))
         self.workers: list[subprocess.Popen] = []
         self.queue.start()
@@ -56,7 +57,7 @@ class Cluster:
         env = {**os.environ, "DATARENA_DATABASE_URL": "", "OMP_NUM_THREADS": "1"}
         proc = subprocess.Popen(
             [sys.executable, "-m", "datarena.cli", "worker", "--broker", self.broker, "--database-url", self.db_url,
-             "--prefix", self.prefix, "--queues", "cpu", "--lease-s", str(LEASE_S),
+             "--prefix", self.prefix, "--queues", "cpu", "--lease-s", str(self.lease_s),
              "--republish-after-s", str(self.republish_after_s), "--hostname", f"w{len(self.workers)}@{self.prefix}"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         self.workers.append(proc)
