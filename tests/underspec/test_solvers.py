@@ -382,3 +382,7 @@ def test_the_solver_judges_an_exercise_against_its_own_default_score(tmp_path):
     res = solve(bundle, "divdis", LocalOracle(bundle.y_target), seed=0, config=TrainConfig(restarts=2, steps=60))
     assert res.default_score == 0.5
     assert res.summary()["p_beats_default"] == pytest.approx(res.p_beats_default, abs=1e-4)
+    # the decision is the one a solve told the default outright makes (same seed: same heads, answers)
+    told = solve(bundle, "divdis", LocalOracle(bundle.y_target), seed=0, config=TrainConfig(restarts=2, steps=60),
+                 default_score=0.5)
+    assert (res.p_beats_default, res.recommend_submit) == (told.p_beats_default, told.recommend_submit)

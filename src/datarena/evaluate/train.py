@@ -180,12 +180,12 @@ def class_frequency_weights(dataset, num_classes: int) -> torch.Tensor:
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def loss_weights(dataset, budget: Budget) -> torch.Tensor | None:
-    """The cross-entropy's class weights under `budget.class_weights` (None = uniform)."""
+def loss_weights(dataset, budget: Budget, device: str = "cpu") -> torch.Tensor | None:
+    """The cross-entropy's class weights under `budget.class_weights`, on `device` (None = uniform)."""
     if budget.class_weights == "uniform":
         return None
     weights = class_frequency_weights(dataset, budget.num_classes)
-    return weights.sqrt() if budget.class_weights == "sqrt" else weights
+    return (weights.sqrt() if budget.class_weights == "sqrt" else weights).to(device)
 
 
 def poly_lr(budget: Budget, iteration: int) -> float:
@@ -291,8 +291,7 @@ def train_segmentation(dataset, budget: Budget, checkpoint: str | Path | None = 
         raise ConfigError("the dataset holds no image+mask pairs.")
     make_deterministic(device)
     backbone_weights, backbone_sha = resolve_backbone(budget, backbone_weights, show_progress)
-    weight = loss_weights(dataset, budget)
-    weight = weight.to(device) if weight is not None else None
+    weight = loss_weights(dataset, budget, device)
     with torch.random.fork_rng(devices=rng_devices(device)):
         torch.manual_seed(budget.seed)  # the initial weights depend on the seed only
         model = deeplabv3(budget.num_classes, budget.backbone, aux_loss=True, backbone_weights=backbone_weights).to(device)
