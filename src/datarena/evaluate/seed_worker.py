@@ -28,10 +28,12 @@ def _say(**msg) -> None:
 def main(args: dict, k: int) -> None:
     """One seed, in a process of its own: train, score on the test set, save the per-image confusions
     (seed_confusions.npy) and the reports (seed_result.json) in its directory."""
+    # the watch starts before torch is imported: on a slow, loaded machine the import alone took
+    # over 15 s, and a seed whose parent was killed meanwhile lived on that long (a clean-clone run)
+    threading.Thread(target=_end_with_parent, args=(os.getppid(),), daemon=True).start()
     import torch
 
     torch.set_num_threads(1)
-    threading.Thread(target=_end_with_parent, args=(os.getppid(),), daemon=True).start()
     try:
         from datarena.evaluate.train import Budget, train_and_score_seed
 
