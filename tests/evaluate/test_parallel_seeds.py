@@ -4,6 +4,7 @@ time, a stopped score resumes seed by seed, and a failing seed is an error, not 
 from __future__ import annotations
 
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -139,3 +140,51 @@ def test_seed_processes_end_when_their_parent_is_killed(tiny, tmp_path):
     while _seed_processes_under(tmp_path / "out"):
         assert time.monotonic() < deadline, "a seed process outlived its killed parent"
         time.sleep(0.2)
+
+
+def _child_of_killed_parent_lives(child_code: str) -> bool:
+    """Start `child_code` under a parent, SIGKILL the parent, and say whether the child is alive 5 s later."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    parent_code = ("import os, subprocess, sys\n"
+                   f"p = subprocess.Popen([sys.executable, '-c', {child_code!r}], "
+                   "env={**os.environ, 'DATARENA_SEED_PARENT': str(os.getpid())})\n"
+                   "print(p.pid, flush=True)\np.wait()\n")
+    parent = subprocess.Popen([sys.executable, "-c", parent_code], stdout=subprocess.PIPE)
+    child = int(parent.stdout.readline())
+    try:
+        time.sleep(1.5)  # the child is inside its long call, holding the interpreter lock
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                with open(f"/proc/{child}/stat") as f:
+                    if f.read().split(")")[-1].split()[0] == "Z":
+                        return False
+            except FileNotFoundError:
+                return False
+            time.sleep(0.1)
+        return True
+    finally:
+        try:
+            os.kill(child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_seed_holding_the_interpreter_lock_still_ends_with_its_parent():
+    """Loading torch's libraries holds the interpreter lock for seconds; a seed whose parent dies then
+    must end all the same. `sum(range(...))` holds the lock in one C call, as that import does: the
+    watch thread alone (the old way) cannot run, the kernel's parent-death signal ends the seed."""
+    blocked = "sum(range(10**12))"
+    watch = ("import os, threading\nfrom datarena.evaluate.seed_worker import _end_with_parent\n"
+             "threading.Thread(target=_end_with_parent, args=(os.getppid(),), daemon=True).start()\n")
+    assert _child_of_killed_parent_lives(watch + blocked), "the old way should not have ended it (test is broken)"
+    both = watch + "from datarena.evaluate.seed_worker import _die_with_parent\n_die_with_parent()\n"
+    assert not _child_of_killed_parent_lives(both + blocked), "a seed outlived its killed parent"

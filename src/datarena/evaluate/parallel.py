@@ -57,7 +57,7 @@ class _Seed:
     """A running seed process and the thread that forwards its report lines."""
 
     def __init__(self, k: int, args: dict, log: Path, lines: queue_mod.Queue):
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "DATARENA_SEED_PARENT": str(os.getpid())}
         self.k, self.log = k, log
         with open(log, "wb") as err:
             self.proc = subprocess.Popen([sys.executable, "-m", "datarena.evaluate.seed_worker", json.dumps(args), str(k)],

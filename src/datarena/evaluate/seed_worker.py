@@ -8,17 +8,41 @@ lines that start with `parallel.MARK`.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import threading
-import time
-from pathlib import Path
 
-import numpy as np
 
-from datarena.errors import DatarenaError
-from datarena.evaluate.parallel import MARK, seed_dir
+def _die_with_parent() -> None:
+    """Ask Linux to kill this process when its parent dies (prctl PR_SET_PDEATHSIG), before anything
+    slow is imported. A watch thread alone was not enough: loading torch's shared libraries holds the
+    interpreter lock, and on a slow, loaded machine a seed whose parent was SIGKILLed meanwhile lived
+    on for over 15 s (two clean-clone runs). The kernel's signal needs no thread of ours to run."""
+    parent = os.environ.get(PARENT_ENV)
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass  # no prctl: the watch thread in main() still ends an orphan
+    if parent and os.getppid() != int(parent):
+        os._exit(3)  # the parent died before the request was in place
+
+
+PARENT_ENV = "DATARENA_SEED_PARENT"
+if __name__ == "__main__":
+    _die_with_parent()
+
+import json  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from datarena.errors import DatarenaError  # noqa: E402
+from datarena.evaluate.parallel import MARK, seed_dir  # noqa: E402
 
 
 def _say(**msg) -> None:
@@ -28,8 +52,7 @@ def _say(**msg) -> None:
 def main(args: dict, k: int) -> None:
     """One seed, in a process of its own: train, score on the test set, save the per-image confusions
     (seed_confusions.npy) and the reports (seed_result.json) in its directory."""
-    # the watch starts before torch is imported: on a slow, loaded machine the import alone took
-    # over 15 s, and a seed whose parent was killed meanwhile lived on that long (a clean-clone run)
+    # where prctl is missing (not Linux) a thread watches the parent; it starts before torch's import
     threading.Thread(target=_end_with_parent, args=(os.getppid(),), daemon=True).start()
     import torch
 
