@@ -49,7 +49,8 @@ def run(spec, seed: int, solvers, mix_rate=None) -> list[dict]:
             "p_beat": r.p_beats_default,
             "submit": bool(r.recommend_submit), "default": spec.default_score, "sec": r.seconds,
             "points": spec.points, "n_hyp": r.n_hypotheses, "posterior": r.posterior,
-            "matches": int(sum(r.labels[d] == y for d, y in r.reveals)) if r.reveals else 0,
+            # how many answers the chosen hypothesis matched (the submitted labels carry every answer)
+            "matches": int(sum(r.hypotheses[r.chosen_head][d] == y for d, y in r.reveals)) if r.reveals else 0,
             # what the disambiguation saw, in class indices, for --replay
             "hyp": class_index(r.classes, r.hypotheses),
             "y": class_index(r.classes, bundle.y_target),
@@ -161,28 +162,24 @@ def calibration(rows: list[dict], png: str | None) -> dict:
 
 
 def stored_hypotheses(r: dict, restarts: int | None):
-    """(probs (H, N, C), held-out accuracy, support) of a stored run: its grouped hypotheses, or with
-    `restarts`, the heads of its first `restarts` restarts grouped again (the same heads a solve with
-    that many restarts trains: restarts draw from one generator in order)."""
-    from datarena.underspec.solvers import group_hypotheses
+    """(probs (H, N, C), held-out accuracy, support) of a stored run: its heads pooled again as the
+    solver pools them (`pool_hypotheses`), or with `restarts`, the heads of its first `restarts`
+    restarts (the same heads a solve with that many restarts trains: restarts draw from one
+    generator in order)."""
+    from datarena.underspec.solvers import pool_hypotheses, pooled
 
-    if restarts is None:
-        if r.get("trace"):  # the representatives' probabilities, not only their labels
-            t = r["trace"]
-            probs = np.array(t["probs"])
-            keep, support = group_hypotheses(probs, votes=np.array(t["votes"]))
-            return probs[keep], np.array(t["val_acc"])[keep], support
+    if not r.get("trace"):
+        if restarts is not None:
+            raise SystemExit("--restarts needs rows with every head stored ('trace'); rerun the benchmark")
         support = None if r["support"] is None else np.array(r["support"])
         return np.eye(r["n_classes"])[np.array(r["hyp"])], np.array(r["val_acc"]), support
-    if not r.get("trace"):
-        raise SystemExit("--restarts needs rows with every head stored ('trace'); rerun the benchmark")
     t = r["trace"]
-    pick = np.array(t["run"]) < restarts
-    probs = np.array(t["probs"])[pick]
+    pick = np.array(t["run"]) < (restarts if restarts is not None else np.inf)
+    probs, val_acc = np.array(t["probs"])[pick], np.array(t["val_acc"])[pick]
     if restarts == 1:
-        return probs, np.array(t["val_acc"])[pick], None
-    keep, support = group_hypotheses(probs, votes=np.array(t["votes"])[pick])
-    return probs[keep], np.array(t["val_acc"])[pick][keep], support
+        return probs, val_acc, None
+    W, support = pool_hypotheses(probs, np.array(t["votes"])[pick])
+    return pooled(W, probs), pooled(W, val_acc), support
 
 
 def replay(rows: list[dict], draws: int, restarts: int | None = None,
@@ -210,7 +207,7 @@ def replay(rows: list[dict], draws: int, restarts: int | None = None,
             rng = np.random.default_rng([r["seed"], int(r["ex"]), int(r["mix"] * 1000), d])
             oracle = LocalOracle(y)
             res = disambiguate(probs, oracle.reveal, 5, val_acc, rng, support)
-            acc = float((hard[res.chosen] == y).mean())
+            acc = float((res.labels == y).mean())  # the submitted labels: the answers included
             p = res.prob_at_least(r["default"])
             out.append({**{k: r[k] for k in ("ex", "mix", "seed", "solver", "default", "points")},
                         "draw": d, "acc": acc, "reveals": len(res.reveals), "est": res.estimate,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -113,6 +115,31 @@ def test_disambiguation_distrusts_unreproduced_hypotheses():
     assert alone.estimate < trusted.estimate and alone.estimate < 0.8
 
 
+def test_the_submitted_labels_carry_every_revealed_answer():
+    """A revealed row is known: the submission gives its answer even where the chosen hypothesis
+    said otherwise, and the estimate counts the corrected rows (on a 40-row target set, as 999's,
+    each is 0.025 of accuracy)."""
+    truth = np.random.default_rng(3).integers(0, 2, 40)
+    right = truth.copy()
+    right[[0, 1, 6, 7]] ^= 1  # the right feature misses 4 of 40 rows (0.9)
+    spurious = right.copy()
+    spurious[:6] ^= 1  # disputed on 6 rows: right there on 0 and 1, wrong on 2-5
+    probs = np.eye(2)[np.stack([right, spurious])] * 0.9 + 0.05
+    res = disambiguate(probs, lambda d: int(truth[d]), 5, np.full(2, 0.9), np.random.default_rng(0), support=np.array([2, 2]))
+    asked = np.array([d for d, _ in res.reveals])
+    assert res.chosen == 0 and len(asked) == 5
+    missed = int((right[asked] != truth[asked]).sum())
+    assert (res.labels[asked] == truth[asked]).all()
+    assert (np.delete(res.labels, asked) == np.delete(right, asked)).all()  # nothing else changed
+    assert res.corrected == pytest.approx(missed / 40)
+    assert (res.labels == truth).mean() == pytest.approx((right == truth).mean() + missed / 40)
+    plain = dataclasses.replace(res, corrected=0.0)  # the same posterior, without the correction
+    assert res.estimate == pytest.approx(plain.estimate + missed / 40)
+    for x in (0.8, 0.9, 0.95):
+        assert res.prob_at_least(x) >= plain.prob_at_least(x)
+    assert missed >= 1  # five of the six disputed rows are asked: one of 0 and 1 at least
+
+
 def test_submission_needs_odds_not_only_a_mean_above_the_default():
     """As on 06 (two digits summed): one feature that every run finds, four that one run each
     found. If it misses one of five answers, the mean estimate can still clear 0.8 while the odds that
@@ -167,6 +194,32 @@ def test_group_hypotheses_counts_reproduced_features():
     assert dict(zip(reps.tolist(), support.tolist(), strict=True)) == {2: 3, 1: 1}
 
 
+def test_a_hypothesis_averages_the_heads_that_found_its_feature():
+    """Three runs found one feature, each wrong on its own few rows: averaged, the three are right
+    wherever two are (the hypothesis is better than any one head); a feature found once is that
+    head. Without `ensemble` a hypothesis is its group's representative head."""
+    from datarena.underspec.solvers import pool_hypotheses, pooled
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    heads = []
+    for k in range(3):
+        h = y.copy()
+        h[k * 10:(k + 1) * 10] ^= 1  # each head wrong on its own 10 rows (0.967)
+        heads.append(np.eye(2)[h] * 0.8 + 0.1)
+    other = np.eye(2)[rng.integers(0, 2, 300)]
+    probs = np.stack(heads + [other])
+    W, support = pool_hypotheses(probs, np.ones(4), ensemble=True)
+    hyp = pooled(W, probs)
+    assert sorted(support.tolist()) == [1, 3] and hyp.shape == (2, 300, 2)
+    feature = int(np.argmax(support))
+    assert (hyp[feature].argmax(-1) == y).mean() == 1.0  # every head alone: 0.967
+    np.testing.assert_allclose(hyp[1 - feature], other)
+    np.testing.assert_allclose(pooled(W, np.array([0.9, 0.8, 0.7, 0.5])), [0.8, 0.5] if feature == 0 else [0.5, 0.8])
+    W1, _ = pool_hypotheses(probs, np.ones(4), ensemble=False)
+    assert sorted(W1.sum(1).tolist()) == [1.0, 1.0] and set(np.unique(W1)) == {0.0, 1.0}
+
+
 def test_losses():
     same = torch.tensor([[[0.9, 0.1], [0.1, 0.9]] * 4, [[0.9, 0.1], [0.1, 0.9]] * 4])
     indep = torch.tensor([[[0.99, 0.01], [0.99, 0.01], [0.01, 0.99], [0.01, 0.99]],
@@ -189,6 +242,7 @@ def test_image_exercise_runs_and_reports(tmp_path):
     assert 0 <= res.estimated_accuracy <= 1 and 1 <= res.n_hypotheses <= 2
     assert res.recommend_submit == (res.estimated_accuracy >= res.default_score and res.p_beats_default >= SUBMIT_CONFIDENCE)
     assert res.saliency_png.exists()
+    assert res.reveals and all(res.labels[d] == y for d, y in res.reveals)  # every answer is submitted
 
 
 def test_client_path_against_running_server(tmp_path, phase_data_cache):
