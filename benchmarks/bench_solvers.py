@@ -162,11 +162,10 @@ def calibration(rows: list[dict], png: str | None) -> dict:
 
 
 def stored_hypotheses(r: dict, restarts: int | None):
-    """(probs (H, N, C), held-out accuracy, support) of a stored run: its heads pooled again as the
-    solver pools them (`pool_hypotheses`), or with `restarts`, the heads of its first `restarts`
-    restarts (the same heads a solve with that many restarts trains: restarts draw from one
-    generator in order)."""
-    from datarena.underspec.solvers import pool_hypotheses, pooled
+    """(probs (H, N, C), held-out accuracy, support) of a stored run: its heads grouped again as the
+    solver groups them, or with `restarts`, the heads of its first `restarts` restarts (the same
+    heads a solve with that many restarts trains: restarts draw from one generator in order)."""
+    from datarena.underspec.solvers import group_hypotheses
 
     if not r.get("trace"):
         if restarts is not None:
@@ -178,8 +177,8 @@ def stored_hypotheses(r: dict, restarts: int | None):
     probs, val_acc = np.array(t["probs"])[pick], np.array(t["val_acc"])[pick]
     if restarts == 1:
         return probs, val_acc, None
-    W, support = pool_hypotheses(probs, np.array(t["votes"])[pick])
-    return pooled(W, probs), pooled(W, val_acc), support
+    keep, support = group_hypotheses(probs, votes=np.array(t["votes"])[pick])
+    return probs[keep], val_acc[keep], support
 
 
 def replay(rows: list[dict], draws: int, restarts: int | None = None,

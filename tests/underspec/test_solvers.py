@@ -194,32 +194,6 @@ def test_group_hypotheses_counts_reproduced_features():
     assert dict(zip(reps.tolist(), support.tolist(), strict=True)) == {2: 3, 1: 1}
 
 
-def test_a_hypothesis_averages_the_heads_that_found_its_feature():
-    """Three runs found one feature, each wrong on its own few rows: averaged, the three are right
-    wherever two are (the hypothesis is better than any one head); a feature found once is that
-    head. Without `ensemble` a hypothesis is its group's representative head."""
-    from datarena.underspec.solvers import pool_hypotheses, pooled
-
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 2, 300)
-    heads = []
-    for k in range(3):
-        h = y.copy()
-        h[k * 10:(k + 1) * 10] ^= 1  # each head wrong on its own 10 rows (0.967)
-        heads.append(np.eye(2)[h] * 0.8 + 0.1)
-    other = np.eye(2)[rng.integers(0, 2, 300)]
-    probs = np.stack(heads + [other])
-    W, support = pool_hypotheses(probs, np.ones(4), ensemble=True)
-    hyp = pooled(W, probs)
-    assert sorted(support.tolist()) == [1, 3] and hyp.shape == (2, 300, 2)
-    feature = int(np.argmax(support))
-    assert (hyp[feature].argmax(-1) == y).mean() == 1.0  # every head alone: 0.967
-    np.testing.assert_allclose(hyp[1 - feature], other)
-    np.testing.assert_allclose(pooled(W, np.array([0.9, 0.8, 0.7, 0.5])), [0.8, 0.5] if feature == 0 else [0.5, 0.8])
-    W1, _ = pool_hypotheses(probs, np.ones(4), ensemble=False)
-    assert sorted(W1.sum(1).tolist()) == [1.0, 1.0] and set(np.unique(W1)) == {0.0, 1.0}
-
-
 def test_losses():
     same = torch.tensor([[[0.9, 0.1], [0.1, 0.9]] * 4, [[0.9, 0.1], [0.1, 0.9]] * 4])
     indep = torch.tensor([[[0.99, 0.01], [0.99, 0.01], [0.01, 0.99], [0.01, 0.99]],

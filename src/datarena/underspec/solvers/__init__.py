@@ -72,11 +72,19 @@ class SolveResult:
 
 BLOCK_VOTES = 2  # support of a feature-block head: a deterministic fit, reproduced by construction
 SAME_FEATURE = 0.9  # two heads agreeing on this share of target rows found the same feature
-ENSEMBLE_GROUPS = False  # a hypothesis is its group's heads averaged (not one representative head)
 
 
-def _groups(probs: np.ndarray, same: float, votes: np.ndarray | None):
-    """(groups: lists of head indices, the heads' run counts) of heads agreeing on `same` of the rows."""
+def group_hypotheses(probs: np.ndarray, same: float = SAME_FEATURE,
+                     votes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Group heads that agree on at least `same` of the target rows (restarts that found the same
+    feature). Returns one representative per group (the member agreeing most with its group) and
+    each group's support: how many runs found it (`votes[h]`: how many runs head h stands for,
+    1 unless said otherwise).
+
+    A group is its representative, not its members averaged: averaged (or voted), a feature-block
+    head was pulled down by its weaker MLP partners, and replayed on development seeds 1004-1006
+    the averaged groups scored fewer points with more submissions below the default
+    (docs/solvers.md, "Fifth round")."""
     hard = probs.argmax(-1)
     agree = (hard[:, None] == hard[None]).mean(-1)  # (H, H)
     groups: list[list[int]] = []
@@ -90,40 +98,7 @@ def _groups(probs: np.ndarray, same: float, votes: np.ndarray | None):
     votes = np.ones(len(hard)) if votes is None else np.asarray(votes, dtype=float)
     # the representative agrees most with its group, each member weighted by the runs it stands for
     reps = np.array([g[int(np.argmax(agree[np.ix_(g, g)] @ votes[g]))] for g in groups])
-    return groups, reps, votes
-
-
-def group_hypotheses(probs: np.ndarray, same: float = SAME_FEATURE,
-                     votes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Group heads that agree on at least `same` of the target rows (restarts that found the same
-    feature). Returns one representative per group (the member agreeing most with its group) and
-    each group's support: how many runs found it (`votes[h]`: how many runs head h stands for,
-    1 unless said otherwise)."""
-    groups, reps, votes = _groups(probs, same, votes)
     return reps, np.array([votes[g].sum() for g in groups])
-
-
-def pool_hypotheses(probs: np.ndarray, votes: np.ndarray,
-                    ensemble: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Every restart's heads (K, N, C) -> one hypothesis per feature found, as (W, support): row h
-    of W (H, K) weighs the heads that make hypothesis h (its probabilities are W @ heads', and so
-    are its held-out accuracy and saliency). With `ensemble` (default ENSEMBLE_GROUPS) a
-    hypothesis averages its group's heads, each weighted by the runs it stands for; otherwise it
-    is the group's representative head."""
-    ensemble = ENSEMBLE_GROUPS if ensemble is None else ensemble
-    groups, reps, votes = _groups(probs, SAME_FEATURE, votes)
-    W = np.zeros((len(groups), len(probs)))
-    for h, (g, rep) in enumerate(zip(groups, reps, strict=True)):
-        if ensemble:
-            W[h, g] = votes[g] / votes[g].sum()
-        else:
-            W[h, rep] = 1.0
-    return W, np.array([votes[g].sum() for g in groups])
-
-
-def pooled(W: np.ndarray, per_head: np.ndarray) -> np.ndarray:
-    """Per-head values (K, ...) -> per-hypothesis values (H, ...) under `pool_hypotheses`' W."""
-    return np.tensordot(W, per_head, axes=1)
 
 
 def _prepare(bundle: ExerciseBundle, holdout: float, rng: np.random.Generator):
@@ -207,8 +182,8 @@ def solve(
         support, trace = None, None
         if cfg.pool_restarts and solver == "divdis" and cfg.restarts > 1:
             trace = {"probs": probs, "val_acc": val_acc, "votes": np.array(votes), "run": np.array(run_of)}
-            W, support = pool_hypotheses(probs, np.array(votes))
-            probs, val_acc = pooled(W, probs), pooled(W, val_acc)
+            keep, support = group_hypotheses(probs, votes=np.array(votes))
+            probs, val_acc = probs[keep], val_acc[keep]
 
         budget = min(max_reveals, getattr(oracle, "budget", max_reveals)) if oracle is not None else 0
 
@@ -222,7 +197,7 @@ def solve(
             out.mkdir(parents=True, exist_ok=True)
             saliency_png = out / f"{bundle.dirname}_{solver}_saliency.png"
             maps = head_saliency(models, data.x_tgt)
-            write_saliency_png(pooled(W, maps) if support is not None else maps, saliency_png, result.chosen,
+            write_saliency_png(maps[keep] if support is not None else maps, saliency_png, result.chosen,
                                f"{bundle.dirname}: {solver} hypotheses (input-gradient saliency on target rows)")
     labels = classes[result.labels]  # the chosen hypothesis's, revealed rows set to their answers
     hypotheses = classes[probs.argmax(-1)]
