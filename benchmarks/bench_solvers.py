@@ -255,7 +255,7 @@ def main() -> None:
                     help="row files written with --json: disambiguate their stored hypotheses again (no training)")
     ap.add_argument("--draws", type=int, default=20, help="query draws per stored run with --replay")
     ap.add_argument("--restarts", type=int, default=None,
-                    help="with --replay: regroup the heads of the first K restarts (the demo runs K = 2)")
+                    help="with --replay: regroup the heads of the first K restarts (the demo ran K = 2 until it moved to 4)")
     ap.add_argument("--calibration-png", default=None, help="write the calibration plot (divdis runs) here")
     args = ap.parse_args()
     suite = load_suite()
