@@ -221,14 +221,21 @@ def demo_totals(rows: list[dict], suite_mix: dict) -> None:
     """What the demo's labels round would score (every exercise at its suite mix rate, points x
     accuracy if submitted, else points x default), per stored seed and query draw."""
     totals: dict[tuple, float] = {}
+    ceiling: dict[tuple, float] = {}  # every run takes the best stored hypothesis or the default
     for r in rows:
         if r["mix"] == suite_mix[r["ex"]]:
             key = (r["seed"], r.get("draw", 0))
             totals[key] = totals.get(key, 0.0) + r["points"] * (r["acc"] if r["submit"] else r["default"])
+            if "best" in r:
+                ceiling[key] = ceiling.get(key, 0.0) + r["points"] * max(r["best"], r["default"])
     if totals:
         t = np.array(list(totals.values()))
         print(f"\ndemo-like labels round (suite mix rates, per seed and query draw): mean {t.mean():.2f}, "
               f"min {t.min():.2f}, max {t.max():.2f}, >= 27 in {np.mean(t >= 27):.0%} of {len(t)}")
+    if ceiling:
+        c = np.array(list(ceiling.values()))
+        print(f"choosing perfectly between the best stored hypothesis and the default: mean {c.mean():.2f}, "
+              f">= 27 in {np.mean(c >= 27):.0%}")
 
 
 def jobs(suite, ids, seeds, mix_sweep: bool, main_table: bool) -> list[tuple[str, float, int]]:

@@ -12,27 +12,30 @@ import os
 import sys
 
 
-def _die_with_parent() -> None:
+def _die_with_parent() -> bool:
     """Ask Linux to kill this process when its parent dies (prctl PR_SET_PDEATHSIG), before anything
     slow is imported. A watch thread alone was not enough: loading torch's shared libraries holds the
     interpreter lock, and on a slow, loaded machine a seed whose parent was SIGKILLed meanwhile lived
-    on for over 15 s (two clean-clone runs). The kernel's signal needs no thread of ours to run."""
+    on for over 15 s (two clean-clone runs). The kernel's signal needs no thread of ours to run.
+    Returns whether the request is in place (False: not Linux, or no prctl)."""
     parent = os.environ.get(PARENT_ENV)
+    armed = False
     if sys.platform.startswith("linux"):
         import ctypes
         import signal
 
         try:
-            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+            armed = ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0) == 0  # 1 = PR_SET_PDEATHSIG
         except (OSError, AttributeError):
-            pass  # no prctl: the watch thread in main() still ends an orphan
+            pass
     if parent and os.getppid() != int(parent):
         os._exit(3)  # the parent died before the request was in place
+    return armed
 
 
 PARENT_ENV = "DATARENA_SEED_PARENT"
-if __name__ == "__main__":
-    _die_with_parent()
+# started as a seed process: armed before the imports below; otherwise main() watches the parent
+_KERNEL_WATCHES = _die_with_parent() if __name__ == "__main__" else False
 
 import json  # noqa: E402
 import threading  # noqa: E402
@@ -52,8 +55,8 @@ def _say(**msg) -> None:
 def main(args: dict, k: int) -> None:
     """One seed, in a process of its own: train, score on the test set, save the per-image confusions
     (seed_confusions.npy) and the reports (seed_result.json) in its directory."""
-    # where prctl is missing (not Linux) a thread watches the parent; it starts before torch's import
-    threading.Thread(target=_end_with_parent, args=(os.getppid(),), daemon=True).start()
+    if not _KERNEL_WATCHES:  # no prctl (not Linux): a thread watches the parent, from before torch's import
+        threading.Thread(target=_end_with_parent, args=(os.getppid(),), daemon=True).start()
     import torch
 
     torch.set_num_threads(1)
