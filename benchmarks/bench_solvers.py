@@ -51,6 +51,9 @@ def run(spec, seed: int, solvers, mix_rate=None) -> list[dict]:
             "points": spec.points, "n_hyp": r.n_hypotheses, "posterior": r.posterior,
             # how many answers the chosen hypothesis matched (the submitted labels carry every answer)
             "matches": int(sum(r.hypotheses[r.chosen_head][d] == y for d, y in r.reveals)) if r.reveals else 0,
+            # the chosen hypothesis's labels with the answers in, before the refit (training.refit_labels)
+            "acc_chosen": score(bundle, r.chosen_labels)["accuracy"], "chosen": r.chosen_head,
+            "refit": None if np.array_equal(r.labels, r.chosen_labels) else class_index(r.classes, r.labels),
             # what the disambiguation saw, in class indices, for --replay
             "hyp": class_index(r.classes, r.hypotheses),
             "y": class_index(r.classes, bundle.y_target),
@@ -98,7 +101,13 @@ def robustness(rows: list[dict]) -> None:
               f"{np.mean(acc >= 0.90):.0%} | {sum(r['submit'] for r in rs)}/{len(rs)} | {np.mean(got):.3f} | {bad} |")
     # the issue-32 goals: labels >= 0.95 on the resolvable exercises at mix >= 0.1 (12, 13: mix 0),
     # >= 0.90 at mix 0.03 (04, 05)
-    res = [r["acc"] for r in rows if r["ex"] in GOAL_95 and (r["mix"] >= 0.1 or r["ex"] in ("12", "13"))]
+    goal = [r for r in rows if r["ex"] in GOAL_95 and (r["mix"] >= 0.1 or r["ex"] in ("12", "13"))]
+    res = [r["acc"] for r in goal]
+    if goal and all("acc_chosen" in r for r in goal):
+        before = [r["acc_chosen"] for r in goal]
+        print(f"\nthe refit (cross-fitted relabelling of the chosen labels): on {', '.join(sorted(GOAL_95))} "
+              f"labels >= 0.95 in {sum(a >= 0.95 for a in res)} of {len(res)} runs, mean {np.mean(res):.4f}; "
+              f"the chosen labels before it {sum(a >= 0.95 for a in before)}, mean {np.mean(before):.4f}")
     low = [r["acc"] for r in rows if r["ex"] in ("04", "05") and r["mix"] == 0.03]
     if res:
         print(f"\nlabels >= 0.95 on {', '.join(sorted(GOAL_95))} at mix >= 0.1: {sum(a >= 0.95 for a in res)} of {len(res)} runs")
@@ -206,7 +215,12 @@ def replay(rows: list[dict], draws: int, restarts: int | None = None,
             rng = np.random.default_rng([r["seed"], int(r["ex"]), int(r["mix"] * 1000), d])
             oracle = LocalOracle(y)
             res = disambiguate(probs, oracle.reveal, 5, val_acc, rng, support)
-            acc = float((res.labels == y).mean())  # the submitted labels: the answers included
+            labels = res.labels  # the submitted labels: the answers included
+            if restarts is None and r.get("refit") is not None and res.chosen == r["chosen"]:
+                # the run's refit of this choice (refitted on its own draw's answers), this draw's answers in
+                labels = np.array(r["refit"])
+                labels[[i for i, _ in res.reveals]] = [v for _, v in res.reveals]
+            acc = float((labels == y).mean())
             p = res.prob_at_least(r["default"])
             out.append({**{k: r[k] for k in ("ex", "mix", "seed", "solver", "default", "points")},
                         "draw": d, "acc": acc, "reveals": len(res.reveals), "est": res.estimate,

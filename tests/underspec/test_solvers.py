@@ -414,3 +414,50 @@ def test_the_solver_judges_an_exercise_against_its_own_default_score(tmp_path):
     told = solve(bundle, "divdis", LocalOracle(bundle.y_target), seed=0, config=TrainConfig(restarts=2, steps=60),
                  default_score=0.5)
     assert (res.p_beats_default, res.recommend_submit) == (told.p_beats_default, told.recommend_submit)
+
+
+def _blob_images(rng: np.random.Generator, y: np.ndarray, cue: np.ndarray) -> torch.Tensor:
+    """28x28 images: a bright 5x5 blob in the top (y = 0) or bottom (y = 1) half at a random column,
+    and a spurious stripe in the left (cue = 0) or right (cue = 1) border, in noise."""
+    x = rng.normal(0, 0.3, (len(y), 1, 28, 28)).astype(np.float32)
+    for i, (label, c) in enumerate(zip(y, cue, strict=True)):
+        top = 2 + 14 * int(label) + int(rng.integers(0, 7))
+        left = int(rng.integers(4, 19))
+        x[i, 0, top : top + 5, left : left + 5] += 2.0
+        x[i, 0, :, 0 if c == 0 else 27] += 2.0
+    return torch.from_numpy(x)
+
+
+def test_the_refit_drops_the_chosen_heads_row_mistakes_instead_of_memorising_them():
+    """The chosen labels, 20 % of them wrong at random, refitted with cross-fitting: each target row is
+    predicted by a network that never saw its label, so the mistakes are not reproduced, and the
+    rows' chance-level spurious cue cannot explain the labels."""
+    from datarena.underspec.solvers.training import Data, refit_labels
+
+    rng = np.random.default_rng(0)
+    y_lab = rng.integers(0, 2, 160)
+    y_tgt = rng.integers(0, 2, 160)
+    data = Data(x_lab=_blob_images(rng, y_lab, y_lab), y_lab=torch.from_numpy(y_lab),  # the cue agrees on labeled rows
+                x_unl=torch.empty(0, 1, 28, 28), x_tgt=_blob_images(rng, y_tgt, rng.integers(0, 2, 160)), n_classes=2)
+    chosen = y_tgt.copy()
+    wrong = rng.random(160) < 0.2
+    chosen[wrong] = 1 - chosen[wrong]
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        probs = refit_labels(data, torch.from_numpy(chosen), 2, TrainConfig(steps=150), torch.Generator().manual_seed(0),
+                             "flat", rng.permutation(160))
+    refit = probs.numpy().argmax(-1)
+    assert (chosen == y_tgt).mean() < 0.85
+    assert (refit == y_tgt).mean() >= 0.95, (refit == y_tgt).mean()
+    assert (refit[wrong] == y_tgt[wrong]).mean() >= 0.9  # the chosen head's mistakes, corrected
+
+
+def test_a_divdis_solve_submits_the_refit_with_every_answer():
+    b = generate_exercise(SUITE.get("08"), 3)
+    res = solve(b, "divdis", LocalOracle(b.y_target), seed=3, config=TrainConfig(steps=60, restarts=2))
+    assert len(b.y_target) >= TrainConfig().refit_min_rows
+    assert not np.array_equal(res.labels, res.chosen_labels)  # the refit changed rows
+    assert res.reveals and all(res.labels[d] == y for d, y in res.reveals)
+    off = solve(b, "divdis", LocalOracle(b.y_target), seed=3, config=TrainConfig(steps=60, restarts=2, refit_folds=0))
+    np.testing.assert_array_equal(off.labels, off.chosen_labels)
+    np.testing.assert_array_equal(off.chosen_labels, res.chosen_labels)  # the refit comes after the choice

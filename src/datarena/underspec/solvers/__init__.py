@@ -28,6 +28,7 @@ from datarena.underspec.solvers.training import (
     fit_block_heads,
     hard_mutual_information,
     head_probs,
+    refit_labels,
     train_dbat,
     train_multihead,
 )
@@ -52,7 +53,9 @@ class SolveResult:
     seconds: float
     saliency_png: Path | None = None
     posterior: dict | None = None  # how the revealed labels were explained (see disambiguate)
-    hypotheses: np.ndarray | None = None  # (H, N) every hypothesis's target labels; row `chosen_head` is `labels`
+    hypotheses: np.ndarray | None = None  # (H, N) every hypothesis's target labels; `labels` come from row `chosen_head`
+    # the chosen hypothesis's labels with the answers in, before the refit (== labels when there was none)
+    chosen_labels: np.ndarray | None = None
     # what the disambiguation saw besides the answers, so it can be replayed (benchmarks/bench_solvers.py --replay)
     val_accuracy: np.ndarray | None = None  # (H,) held-out labeled accuracy of each hypothesis
     support: np.ndarray | None = None  # (H,) how many runs found each hypothesis (None: one run)
@@ -154,7 +157,7 @@ def solve(
             # Restarts differ only in their random start; keep the run whose heads are the most
             # independent on the target rows (collapsed or half-mixed heads share information).
             archs = ["flat", "halves"] if cfg.arch == "both" else [cfg.arch]
-            runs, votes, run_of = [], [], []
+            runs, votes, run_of, head_arch, run_arch = [], [], [], [], []  # head_arch: each head's trunk
             blocks_fitted = False
             for r in range(max(1, cfg.restarts)):
                 arch = archs[r % len(archs)]
@@ -166,15 +169,21 @@ def solve(
                     runs.append([fit_block_heads(data, cfg.n_heads)])
                     votes += [BLOCK_VOTES] * runs[-1][0].n_heads  # fewer blocks than heads if columns run out
                     run_of += [r] * runs[-1][0].n_heads
+                    head_arch += ["blocks"] * runs[-1][0].n_heads
+                    run_arch.append("blocks")
                     blocks_fitted = True
                 else:
                     runs.append([train_multihead(data, cfg, diversify=True, gen=gen, arch=arch)])
                     votes += [1] * runs[-1][0].n_heads
                     run_of += [r] * runs[-1][0].n_heads
+                    head_arch += [arch] * runs[-1][0].n_heads
+                    run_arch.append(arch)
             if cfg.pool_restarts:
                 models = [m for run in runs for m in run]
             else:
-                models = min(runs, key=lambda ms: hard_mutual_information(head_probs(ms, data.x_tgt)))
+                best = min(range(len(runs)), key=lambda i: hard_mutual_information(head_probs(runs[i], data.x_tgt)))
+                models = runs[best]
+                head_arch = [run_arch[best]] * runs[best][0].n_heads
         else:
             models = train_dbat(data, cfg, gen)
         probs = head_probs(models, data.x_tgt)
@@ -191,6 +200,15 @@ def solve(
             return index[int(oracle.reveal(datum))]
 
         result: Disambiguation = disambiguate(probs, ask, budget, val_acc, rng, support)
+        chosen_labels = result.labels  # the chosen hypothesis's, revealed rows set to their answers
+        final = chosen_labels
+        if solver == "divdis" and cfg.refit_folds > 1 and data.x_tgt.ndim == 4 and len(data.x_tgt) >= cfg.refit_min_rows:
+            arch = head_arch[int(keep[result.chosen]) if support is not None else result.chosen]
+            refit = refit_labels(data, torch.from_numpy(chosen_labels), cfg.refit_folds, cfg, gen, arch,
+                                 rng.permutation(len(data.x_tgt)))
+            final = refit.argmax(-1).numpy()
+            for datum, answer in result.reveals:  # a revealed label is known
+                final[datum] = answer
         saliency_png = None
         if out_dir is not None:
             out = Path(out_dir)
@@ -199,7 +217,7 @@ def solve(
             maps = head_saliency(models, data.x_tgt)
             write_saliency_png(maps[keep] if support is not None else maps, saliency_png, result.chosen,
                                f"{bundle.dirname}: {solver} hypotheses (input-gradient saliency on target rows)")
-    labels = classes[result.labels]  # the chosen hypothesis's, revealed rows set to their answers
+    labels = classes[final]
     hypotheses = classes[probs.argmax(-1)]
     default = float(default_score if default_score is not None else bundle.default_score)
     return SolveResult(
@@ -217,6 +235,7 @@ def solve(
         seconds=time.perf_counter() - t0,
         saliency_png=saliency_png,
         hypotheses=hypotheses.astype(np.int64),
+        chosen_labels=classes[chosen_labels].astype(np.int64),
         posterior=result.posterior,
         val_accuracy=np.asarray(val_acc, dtype=float),
         support=None if support is None else np.asarray(support, dtype=float),
