@@ -20,7 +20,7 @@ import numpy as np
 
 from datarena.underspec import score
 from datarena.underspec.exercises import generate_exercise
-from datarena.underspec.solvers import REFIT_AGREEMENT, SOLVERS, LocalOracle, solve
+from datarena.underspec.solvers import SOLVERS, LocalOracle, solve
 from datarena.underspec.suite import load_suite
 
 SWEEP = ("01", "02", "04", "06")  # the mix-rate sweep
@@ -54,7 +54,7 @@ def run(spec, seed: int, solvers, mix_rate=None) -> list[dict]:
             # the chosen hypothesis's labels with the answers in, before the refit (training.refit_labels)
             "acc_chosen": score(bundle, r.chosen_labels)["accuracy"], "chosen": r.chosen_head,
             "refit": None if np.array_equal(r.labels, r.chosen_labels) else class_index(r.classes, r.labels),
-            "refit_ok": r.refit_agreement is None or r.refit_agreement >= REFIT_AGREEMENT,
+            "refit_agreement": r.refit_agreement,
             # what the disambiguation saw, in class indices, for --replay
             "hyp": class_index(r.classes, r.hypotheses),
             "y": class_index(r.classes, bundle.y_target),
@@ -139,10 +139,10 @@ def calibration(rows: list[dict], png: str | None) -> dict:
     for lo, hi, n, mp, obs in table:
         print(f"| {lo:.1f}-{hi:.1f} | {n} | {mp:.2f} | {obs:.2f} |")
     # the decision rule, replayed: submit when estimate >= default and P(>= default) >= c
-    print("\n| rule: submit when P(>= default) >= c (and the refit agrees) | submissions | below the default | points (sum over runs) |")
+    print("\n| rule: submit when P(>= default) >= c | submissions | below the default | points (sum over runs) |")
     print("|---|---|---|---|")
     for c in (0.0, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.01):
-        sub_c = [r["est"] >= r["default"] and r["p_beat"] >= c and r.get("refit_ok", True) for r in rows]
+        sub_c = [r["est"] >= r["default"] and r["p_beat"] >= c for r in rows]
         pts = sum(r.get("points", 1) * (r["acc"] if s_ else r["default"]) for r, s_ in zip(rows, sub_c, strict=True))
         bad_c = sum(s_ and r["acc"] < r["default"] for r, s_ in zip(rows, sub_c, strict=True))
         print(f"| {c:.2f}{' (SUBMIT_CONFIDENCE)' if c == 0.75 else ''} | {sum(sub_c)} | {bad_c} | {pts:.2f} |")
@@ -217,9 +217,7 @@ def replay(rows: list[dict], draws: int, restarts: int | None = None,
             oracle = LocalOracle(y)
             res = disambiguate(probs, oracle.reveal, 5, val_acc, rng, support)
             labels = res.labels  # the submitted labels: the answers included
-            ok = True  # the refit's veto: known only for the run's own choice
             if restarts is None and r.get("refit") is not None and res.chosen == r["chosen"]:
-                ok = r.get("refit_ok", True)
                 # the run's refit of this choice (refitted on its own draw's answers), this draw's answers in
                 labels = np.array(r["refit"])
                 labels[[i for i, _ in res.reveals]] = [v for _, v in res.reveals]
@@ -227,7 +225,7 @@ def replay(rows: list[dict], draws: int, restarts: int | None = None,
             p = res.prob_at_least(r["default"])
             out.append({**{k: r[k] for k in ("ex", "mix", "seed", "solver", "default", "points")},
                         "draw": d, "acc": acc, "reveals": len(res.reveals), "est": res.estimate,
-                        "p_beat": p, "submit": bool(res.recommend_submit(r["default"])) and ok, "refit_ok": ok,
+                        "p_beat": p, "submit": bool(res.recommend_submit(r["default"])),
                         "n_hyp": len(hard), "posterior": res.posterior,
                         "matches": int(sum(hard[res.chosen][i] == v for i, v in res.reveals)),
                         "best": float((hard == y[None]).mean(1).max())})
