@@ -171,11 +171,11 @@ def calibration(rows: list[dict], png: str | None) -> dict:
     return {"brier": brier, "wrong": wrong}
 
 
-def stored_hypotheses(r: dict, restarts: int | None):
+def stored_hypotheses(r: dict, restarts: int | None, representative_val: bool = False):
     """(probs (H, N, C), held-out accuracy, support) of a stored run: its heads grouped again as the
     solver groups them, or with `restarts`, the heads of its first `restarts` restarts (the same
     heads a solve with that many restarts trains: restarts draw from one generator in order)."""
-    from datarena.underspec.solvers import group_hypotheses
+    from datarena.underspec.solvers import group_accuracy, group_hypotheses
 
     if not r.get("trace"):
         if restarts is not None:
@@ -187,11 +187,13 @@ def stored_hypotheses(r: dict, restarts: int | None):
     probs, val_acc = np.array(t["probs"])[pick], np.array(t["val_acc"])[pick]
     if restarts == 1:
         return probs, val_acc, None
-    keep, support = group_hypotheses(probs, votes=np.array(t["votes"])[pick])
-    return probs[keep], val_acc[keep], support
+    votes = np.array(t["votes"])[pick]
+    keep, support = group_hypotheses(probs, votes=votes)
+    group_val = val_acc[keep] if representative_val else group_accuracy(probs, val_acc, votes=votes)
+    return probs[keep], group_val, support
 
 
-def replay(rows: list[dict], draws: int, restarts: int | None = None,
+def replay(rows: list[dict], draws: int, restarts: int | None = None, representative_val: bool = False,
            sure: dict | None = None) -> list[dict]:
     """Disambiguate the stored hypotheses again, `draws` times each with fresh query draws: the
     answers, the choice and the estimate under the current disambiguation code, without training.
@@ -204,7 +206,7 @@ def replay(rows: list[dict], draws: int, restarts: int | None = None,
     for r in rows:
         if "hyp" not in r:
             raise SystemExit("these rows have no stored hypotheses (written before --replay existed); rerun the benchmark")
-        probs, val_acc, support = stored_hypotheses(r, restarts)
+        probs, val_acc, support = stored_hypotheses(r, restarts, representative_val)
         hard = probs.argmax(-1)
         y = np.array(r["y"])
         if sure is not None and r.get("trace"):
@@ -278,6 +280,9 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=20, help="query draws per stored run with --replay")
     ap.add_argument("--restarts", type=int, default=None,
                     help="with --replay: regroup the heads of the first K restarts (the demo ran K = 2 until it moved to 4)")
+    ap.add_argument("--representative-val", action="store_true",
+                    help="with --replay: a group's held-out accuracy is its representative's (the solver before "
+                         "group_accuracy), not its members' mean")
     ap.add_argument("--calibration-png", default=None, help="write the calibration plot (divdis runs) here")
     args = ap.parse_args()
     suite = load_suite()
@@ -286,7 +291,7 @@ def main() -> None:
     elif args.replay:
         stored = [r for f in args.replay for r in json.loads(Path(f).read_text()) if r["solver"] == "divdis"]
         sure: dict = {"wrong": [], "right": []}  # how sure the best stored hypothesis is where it is wrong / right
-        rows = replay(stored, args.draws, args.restarts, sure)
+        rows = replay(stored, args.draws, args.restarts, args.representative_val, sure)
         wrong, right = sure["wrong"], sure["right"]
         if wrong:
             q = lambda v: " / ".join(f"{x:.3f}" for x in np.quantile(v, [0.1, 0.5, 0.9]))  # noqa: E731

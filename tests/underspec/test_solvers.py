@@ -194,6 +194,25 @@ def test_group_hypotheses_counts_reproduced_features():
     assert dict(zip(reps.tolist(), support.tolist(), strict=True)) == {2: 3, 1: 1}
 
 
+def test_a_groups_held_out_accuracy_is_its_members_mean_not_its_representatives():
+    """The feature's accuracy on the few held-out rows is estimated from every head that found it:
+    the representative alone (here 0.6 of them) understated a feature its partner got fully right."""
+    from datarena.underspec.solvers import group_accuracy, group_hypotheses
+
+    a = np.eye(2)[np.array([0, 1] * 50)]
+    b = np.eye(2)[np.array([0, 0, 1, 1] * 25)]
+    a_noisy = a.copy()
+    a_noisy[:3] = a_noisy[:3, ::-1]
+    probs = np.stack([a_noisy, b, a])
+    val = np.array([1.0, 0.9, 0.6])
+    for votes, a_acc in ((None, 0.8), (np.array([1, 1, 2]), (1.0 + 2 * 0.6) / 3)):
+        reps, _ = group_hypotheses(probs, votes=votes)
+        acc = dict(zip(reps.tolist(), group_accuracy(probs, val, votes=votes).tolist(), strict=True))
+        rep_a = next(r for r in acc if r != 1)
+        assert acc[1] == pytest.approx(0.9) and acc[rep_a] == pytest.approx(a_acc)
+        assert acc[rep_a] != pytest.approx(val[rep_a])  # not the representative's own figure
+
+
 def test_losses():
     same = torch.tensor([[[0.9, 0.1], [0.1, 0.9]] * 4, [[0.9, 0.1], [0.1, 0.9]] * 4])
     indep = torch.tensor([[[0.99, 0.01], [0.99, 0.01], [0.01, 0.99], [0.01, 0.99]],
