@@ -61,7 +61,7 @@ class SolveResult:
     # and four right submissions elsewhere (docs/solvers.md, sixth round)
     refit_agreement: float | None = None
     # what the disambiguation saw besides the answers, so it can be replayed (benchmarks/bench_solvers.py --replay)
-    val_accuracy: np.ndarray | None = None  # (H,) held-out labeled accuracy of each hypothesis
+    val_accuracy: np.ndarray | None = None  # (H,) held-out labeled accuracy of each hypothesis (a group: its heads' mean)
     support: np.ndarray | None = None  # (H,) how many runs found each hypothesis (None: one run)
     classes: np.ndarray | None = None  # class ids; hypotheses are in these ids
     # every head before grouping (divdis): "probs" (K, N, C) on the target rows, "val_acc" (K,), "votes" (K,)
