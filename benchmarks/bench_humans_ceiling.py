@@ -33,7 +33,7 @@ def main() -> None:
 
     from datarena.underspec.exercises import generate_exercise
     from datarena.underspec.solvers import LocalOracle, solve
-    from datarena.underspec.solvers.disambiguate import ERR
+    from datarena.underspec.solvers.disambiguate import answers_loglik
     from datarena.underspec.solvers.training import TrainConfig
     from datarena.underspec.suite import load_suite
 
@@ -51,8 +51,7 @@ def main() -> None:
         hard = probs.argmax(-1)
         rows = np.array([d for d, _ in r.reveals], dtype=np.int64)
         ys = np.array([index[v] for _, v in r.reveals], dtype=np.int64)
-        m = (hard[:, rows] == ys[None]).sum(1)
-        loglik = m * np.log(1 - ERR) + (len(rows) - m) * np.log(ERR)
+        loglik = answers_loglik(hard, rows, ys)
         vote = np.einsum("h,hnc->nc", np.exp(loglik - loglik.max()), probs).argmax(-1)
         vote[rows] = ys
         face = lambda X: X[:, 0, :-CAPTION_ROWS].reshape(len(X), -1)  # noqa: E731

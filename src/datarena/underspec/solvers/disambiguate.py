@@ -87,6 +87,13 @@ def _log_beta(a: float, b: float) -> float:
     return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
 
 
+def answers_loglik(hard: np.ndarray, rows: np.ndarray, answers: np.ndarray) -> np.ndarray:
+    """(H,) log-likelihood of the revealed answers under each hypothesis's hard labels (H, N): each
+    answer matches the right hypothesis except with chance ERR."""
+    match = hard[:, rows] == answers[None]
+    return np.where(match, np.log(1 - ERR), np.log(ERR)).sum(1)
+
+
 def outvoted_rows(hard: np.ndarray, lead: int, reproduced: np.ndarray) -> np.ndarray:
     """(N,) rows where hypothesis `lead` stands alone against every other hypothesis, and those
     all give the same label, when at least two others exist and one of them was reproduced.
@@ -182,7 +189,7 @@ def disambiguate(
     rows = np.array([d for d, _ in reveals], dtype=np.int64)
     ys = np.array([y for _, y in reveals], dtype=np.int64)
     match = hard[:, rows] == ys[None]  # (H, R)
-    loglik = np.where(match, np.log(1 - ERR), np.log(ERR)).sum(1)
+    loglik = answers_loglik(hard, rows, ys)
     # log prior + log likelihood of each explanation, and the chosen hypothesis's accuracy under it
     if support is None:
         weight = np.ones(n_hyp)
