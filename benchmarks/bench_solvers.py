@@ -188,7 +188,7 @@ def stored_hypotheses(r: dict, restarts: int | None, representative_val: bool = 
     if restarts == 1:
         return probs, val_acc, None
     votes = np.array(t["votes"])[pick]
-    keep, support = group_hypotheses(probs, votes=votes)
+    keep, support = group_hypotheses(probs, votes=votes, runs=np.array(t["run"])[pick])
     group_val = val_acc[keep] if representative_val else group_accuracy(probs, val_acc, votes=votes)
     return probs[keep], group_val, support
 

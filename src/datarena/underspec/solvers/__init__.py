@@ -65,7 +65,8 @@ class SolveResult:
     support: np.ndarray | None = None  # (H,) how many runs found each hypothesis (None: one run)
     classes: np.ndarray | None = None  # class ids; hypotheses are in these ids
     # every head before grouping (divdis): "probs" (K, N, C) on the target rows, "val_acc" (K,), "votes" (K,)
-    # and "run" (K,): which restart found it; a replay with fewer restarts regroups the first ones' heads
+    # and "run" (K,): which restart found it (-1: the image halves' linear heads, no restart); a replay
+    # with fewer restarts regroups the first ones' heads
     trace: dict | None = None
 
     def summary(self) -> dict:
@@ -82,12 +83,14 @@ BLOCK_VOTES = 2  # support of a feature-block head: a deterministic fit, reprodu
 SAME_FEATURE = 0.9  # two heads agreeing on this share of target rows found the same feature
 
 
-def group_hypotheses(probs: np.ndarray, same: float = SAME_FEATURE,
-                     votes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def group_hypotheses(probs: np.ndarray, same: float = SAME_FEATURE, votes: np.ndarray | None = None,
+                     runs: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Group heads that agree on at least `same` of the target rows (restarts that found the same
     feature). Returns one representative per group (the member agreeing most with its group) and
     each group's support: how many runs found it (`votes[h]`: how many runs head h stands for,
-    1 unless said otherwise).
+    1 unless said otherwise). With `runs[h]` (which run trained head h), several heads of one run
+    in a group count once, at the largest of their votes: one fit that found a cue in several of
+    its heads (the image halves' linear heads all read a colour that fills the image) found it once.
 
     A group is its representative, not its members averaged: averaged (or voted), a feature-block
     head was pulled down by its weaker MLP partners, and replayed on development seeds 1004-1006
@@ -97,7 +100,10 @@ def group_hypotheses(probs: np.ndarray, same: float = SAME_FEATURE,
     votes = np.ones(len(agree)) if votes is None else np.asarray(votes, dtype=float)
     # the representative agrees most with its group, each member weighted by the runs it stands for
     reps = np.array([g[int(np.argmax(agree[np.ix_(g, g)] @ votes[g]))] for g in groups])
-    return reps, np.array([votes[g].sum() for g in groups])
+    if runs is None:
+        return reps, np.array([votes[g].sum() for g in groups])
+    runs = np.asarray(runs)
+    return reps, np.array([sum(votes[g][runs[g] == r].max() for r in np.unique(runs[g])) for g in groups])
 
 
 def group_accuracy(probs: np.ndarray, val_acc: np.ndarray, same: float = SAME_FEATURE,
@@ -204,6 +210,13 @@ def solve(
                     run_of += [r] * runs[-1][0].n_heads
                     head_arch += [arch] * runs[-1][0].n_heads
                     run_arch.append(arch)
+            if data.x_lab.ndim == 4 and len(bundle.y_labeled) < cfg.region_heads_below:
+                # few labels: a linear head per image half, a deterministic fit as the vectors' blocks
+                runs.append([fit_block_heads(data, cfg.n_heads)])
+                votes += [BLOCK_VOTES] * runs[-1][0].n_heads
+                run_of += [-1] * runs[-1][0].n_heads  # no restart: in every replay's first K
+                head_arch += ["regions"] * runs[-1][0].n_heads
+                run_arch.append("regions")
             if cfg.pool_restarts:
                 models = [m for run in runs for m in run]
             else:
@@ -217,7 +230,7 @@ def solve(
         support, trace = None, None
         if cfg.pool_restarts and solver == "divdis" and cfg.restarts > 1:
             trace = {"probs": probs, "val_acc": val_acc, "votes": np.array(votes), "run": np.array(run_of)}
-            keep, support = group_hypotheses(probs, votes=np.array(votes))
+            keep, support = group_hypotheses(probs, votes=np.array(votes), runs=np.array(run_of))
             probs, val_acc = probs[keep], group_accuracy(probs, val_acc, votes=np.array(votes))
 
         budget = min(max_reveals, getattr(oracle, "budget", max_reveals)) if oracle is not None else 0
@@ -230,6 +243,7 @@ def solve(
         final, agreement = chosen_labels, None
         if solver == "divdis" and cfg.refit_folds > 1 and data.x_tgt.ndim == 4 and len(data.x_tgt) >= cfg.refit_min_rows:
             arch = head_arch[int(keep[result.chosen]) if support is not None else result.chosen]
+            arch = "flat" if arch == "regions" else arch  # a linear half's labels are refitted by the CNN
             refit = refit_labels(data, torch.from_numpy(chosen_labels), cfg.refit_folds, cfg, gen, arch,
                                  rng.permutation(len(data.x_tgt)))
             final = refit.argmax(-1).numpy()

@@ -57,7 +57,17 @@ class BlockHeads(nn.Module):
         self.n_classes, self.n_heads = n_classes, len(blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1)  # images: a block is a set of pixels (`image_regions`)
         return torch.stack([h(x[:, getattr(self, f"cols{i}")]) for i, h in enumerate(self.heads)])
+
+
+def image_regions(shape: tuple[int, ...]) -> list[torch.Tensor]:
+    """The flat pixel indices of the top, bottom, left and right halves of a (C, H, W) image
+    (every channel): the image counterpart of `feature_blocks`. A cue confined to one part of the
+    image (999's caption band under the face) leaves a half without it."""
+    c, h, w = shape
+    idx = torch.arange(c * h * w).reshape(c, h, w)
+    return [idx[:, : h // 2].flatten(), idx[:, h // 2 :].flatten(), idx[:, :, : w // 2].flatten(), idx[:, :, w // 2 :].flatten()]
 
 
 def _stem(h: int, w: int) -> list[nn.Module]:

@@ -14,7 +14,13 @@ from datarena.underspec.solvers.losses import (
     marginal_kl,
     pairwise_mutual_information,
 )
-from datarena.underspec.solvers.models import BlockHeads, MultiHead, feature_blocks, make_model
+from datarena.underspec.solvers.models import (
+    BlockHeads,
+    MultiHead,
+    feature_blocks,
+    image_regions,
+    make_model,
+)
 
 
 @dataclass
@@ -39,6 +45,11 @@ class TrainConfig:
     # chosen labels of the other folds (cross-fitting; refit_labels). 0 = submit the chosen head's labels
     refit_folds: int = 2
     refit_min_rows: int = 100  # fewer target rows: a fold teaches less than the chosen head knows (999: 40)
+    # divdis on images with fewer labeled rows than this: also one linear head per image half
+    # (`fit_block_heads`), beside the restarts. From 40 labels (999) the CNN restarts read the face
+    # worse than a linear model of the right half does; with hundreds (the digit exercises) the
+    # half readers only add reproduced competitors (docs/solvers.md, "Eighth round"). 0: never
+    region_heads_below: int = 100
     extra: dict = field(default_factory=dict)
 
 
@@ -153,14 +164,20 @@ def _fit_logistic(head: nn.Linear, x: torch.Tensor, y: torch.Tensor) -> None:
 
 
 def fit_block_heads(data: Data, n_heads: int) -> BlockHeads:
-    """One linear head per feature block (`feature_blocks` of the target rows), fitted on the labeled rows, then refitted with the
+    """One linear head per feature block, fitted on the labeled rows, then refitted with the
     unlabeled and target rows it labels confidently (self-training: the block's cue, seen on many
-    more rows). The diversity comes from the blocks, so no diversity term is needed."""
-    model = BlockHeads(feature_blocks(data.x_tgt, n_heads), data.n_classes)
+    more rows). The diversity comes from the blocks, so no diversity term is needed. Blocks: for
+    vectors `feature_blocks` of the target rows (`n_heads` of them), for images the four halves
+    (`image_regions`)."""
+    if data.x_tgt.ndim > 2:
+        blocks = image_regions(tuple(data.x_tgt.shape[1:]))
+    else:
+        blocks = feature_blocks(data.x_tgt, n_heads)
+    model = BlockHeads(blocks, data.n_classes)
     with torch.enable_grad():
         for i, head in enumerate(model.heads):
             cols = getattr(model, f"cols{i}")
-            x_lab, x_unl = data.x_lab[:, cols].double(), data.x_unl[:, cols].double()
+            x_lab, x_unl = data.x_lab.flatten(1)[:, cols].double(), data.x_unl.flatten(1)[:, cols].double()
             head.double()
             _fit_logistic(head, x_lab, data.y_lab)
             for _ in range(SELF_TRAIN_ROUNDS):
