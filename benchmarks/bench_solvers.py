@@ -12,6 +12,7 @@ and seconds, per exercise, solver and seed; then the same for mix rates 0.5, 0.1
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
@@ -64,7 +65,7 @@ def run(spec, seed: int, solvers, mix_rate=None) -> list[dict]:
             # every head before grouping, for --replay --restarts K (the first K restarts' heads regrouped)
             "trace": None if r.trace is None else {
                 "probs": np.round(r.trace["probs"], 4).tolist(), "val_acc": r.trace["val_acc"].tolist(),
-                "votes": r.trace["votes"].tolist(), "run": r.trace["run"].tolist()},
+                "votes": r.trace["votes"].tolist(), "run": r.trace["run"].tolist(), "n_val": r.trace["n_val"]},
         })
         x = rows[-1]
         ok = "ok" if (not x["submit"] or x["acc"] >= x["default"]) else "BAD"
@@ -175,7 +176,7 @@ def stored_hypotheses(r: dict, restarts: int | None, representative_val: bool = 
     """(probs (H, N, C), held-out accuracy, support) of a stored run: its heads grouped again as the
     solver groups them, or with `restarts`, the heads of its first `restarts` restarts (the same
     heads a solve with that many restarts trains: restarts draw from one generator in order)."""
-    from datarena.underspec.solvers import group_accuracy, group_hypotheses
+    from datarena.underspec.solvers import group_accuracy, group_hypotheses, shrink_accuracy
 
     if not r.get("trace"):
         if restarts is not None:
@@ -190,7 +191,23 @@ def stored_hypotheses(r: dict, restarts: int | None, representative_val: bool = 
     votes = np.array(t["votes"])[pick]
     keep, support = group_hypotheses(probs, votes=votes, runs=np.array(t["run"])[pick])
     group_val = val_acc[keep] if representative_val else group_accuracy(probs, val_acc, votes=votes)
-    return probs[keep], group_val, support
+    return probs[keep], shrink_accuracy(group_val, held_out_rows(r)), support
+
+
+@functools.cache
+def _labeled_rows(ex: str, seed: int, mix: float) -> int:
+    spec = load_suite().get(ex).model_copy(update={"mix_rate": mix})
+    return len(generate_exercise(spec, seed).y_labeled)
+
+
+def held_out_rows(r: dict) -> int:
+    """How many held-out labeled rows the run's accuracies were measured on (rows written before
+    the trace kept it: recomputed from the exercise, as `solve` splits them)."""
+    if "n_val" in r["trace"]:
+        return int(r["trace"]["n_val"])
+    from datarena.underspec.solvers import held_out_count
+
+    return held_out_count(_labeled_rows(r["ex"], int(r["seed"]), float(r["mix"])))
 
 
 def replay(rows: list[dict], draws: int, restarts: int | None = None, representative_val: bool = False,

@@ -406,6 +406,35 @@ def test_divdis_finds_a_cue_confined_to_one_image_half():
     assert score(bundle, cnn.labels)["accuracy"] < 0.8, cnn.summary()
 
 
+def test_six_hard_held_out_rows_do_not_keep_a_right_labelling_at_its_default():
+    """999 under the demo secret "issue 32 check 1": the face feature (0.875 of the target) matched
+    all five answers, but its heads scored 0.44 on the 6 held-out labeled rows and the caption's
+    1.0, and the solver abstained at an estimate of 0.51 (default 0.5). Read with the Beta prior
+    of `shrink_accuracy` the six rows count as what they are, six rows."""
+    from datarena.underspec.solvers import held_out_count, shrink_accuracy
+
+    n_val = held_out_count(40)
+    assert n_val == 6
+    shrunk = shrink_accuracy(np.array([0.44, 1.0]), n_val)
+    assert shrunk == pytest.approx([(0.44 * 6 + 9) / 16, (6 + 9) / 16])
+    assert np.abs(shrink_accuracy(np.array([0.8, 0.96]), held_out_count(167)) - [0.8, 0.96]).max() < 0.03
+
+    rng = np.random.default_rng(3)
+    caption = rng.integers(0, 2, 40)
+    face = caption.copy()
+    face[:20] = 1 - face[:20]  # the two features dispute half of the rows
+    truth = face.copy()
+    truth[30:35] = 1 - truth[30:35]  # the face feature is right on 35 of 40
+    probs = np.eye(2)[np.stack([caption, face])] * 0.9 + 0.05
+    reveal = lambda d: int(truth[d])  # noqa: E731
+    runs = {}
+    for name, val in (("raw", np.array([1.0, 0.44])), ("shrunk", shrunk)):
+        res = disambiguate(probs, reveal, 5, val, np.random.default_rng(0), support=np.array([6, 6]))
+        assert res.chosen == 1 and all(truth[d] == face[d] for d, _ in res.reveals)
+        runs[name] = res.recommend_submit(0.5)
+    assert runs == {"raw": False, "shrunk": True}
+
+
 def test_the_chosen_hypothesis_is_the_most_probable_not_the_luckiest():
     """A feature two runs found that missed one of five answers beats a feature one run found that
     matched all five by chance (its prior weight is a tenth): the posterior decides, not the
