@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("--restarts", type=int, default=4)
     args = ap.parse_args()
 
+    from bench_solvers import class_index  # this folder is on the path when the script runs
     from sklearn.linear_model import LogisticRegression
 
     from datarena.underspec.exercises import generate_exercise
@@ -45,12 +46,11 @@ def main() -> None:
     for seed in args.seeds:
         b = generate_exercise(spec, seed)
         r = solve(b, "divdis", LocalOracle(b.y_target), seed=seed, config=TrainConfig(restarts=args.restarts))
-        index = {int(c): i for i, c in enumerate(r.classes)}
-        y = np.array([index[int(v)] for v in b.y_target])
+        y = np.array(class_index(r.classes, b.y_target))
         probs = r.trace["probs"]  # (heads, target rows, classes): every restart's heads
         hard = probs.argmax(-1)
         rows = np.array([d for d, _ in r.reveals], dtype=np.int64)
-        ys = np.array([index[v] for _, v in r.reveals], dtype=np.int64)
+        ys = np.array(class_index(r.classes, [v for _, v in r.reveals]), dtype=np.int64)
         loglik = answers_loglik(hard, rows, ys)
         vote = np.einsum("h,hnc->nc", np.exp(loglik - loglik.max()), probs).argmax(-1)
         vote[rows] = ys

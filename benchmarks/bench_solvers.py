@@ -176,7 +176,7 @@ def stored_hypotheses(r: dict, restarts: int | None, representative_val: bool = 
     """(probs (H, N, C), held-out accuracy, support) of a stored run: its heads grouped again as the
     solver groups them, or with `restarts`, the heads of its first `restarts` restarts (the same
     heads a solve with that many restarts trains: restarts draw from one generator in order)."""
-    from datarena.underspec.solvers import group_accuracy, group_hypotheses, shrink_accuracy
+    from datarena.underspec.solvers import pool_heads
 
     if not r.get("trace"):
         if restarts is not None:
@@ -186,12 +186,13 @@ def stored_hypotheses(r: dict, restarts: int | None, representative_val: bool = 
     t = r["trace"]
     pick = np.array(t["run"]) < (restarts if restarts is not None else np.inf)
     probs, val_acc = np.array(t["probs"])[pick], np.array(t["val_acc"])[pick]
-    if restarts == 1:
-        return probs, val_acc, None
-    votes = np.array(t["votes"])[pick]
-    keep, support = group_hypotheses(probs, votes=votes, runs=np.array(t["run"])[pick])
-    group_val = val_acc[keep] if representative_val else group_accuracy(probs, val_acc, votes=votes)
-    return probs[keep], shrink_accuracy(group_val, held_out_rows(r)), support
+    if restarts == 1:  # one run: no groups, each head a hypothesis (as `solve` without pooling)
+        from datarena.underspec.solvers import shrink_accuracy
+
+        return probs, shrink_accuracy(val_acc, held_out_rows(r)), None
+    keep, group_val, support = pool_heads(probs, val_acc, held_out_rows(r), np.array(t["votes"])[pick],
+                                          np.array(t["run"])[pick], representative_val)
+    return probs[keep], group_val, support
 
 
 @functools.cache

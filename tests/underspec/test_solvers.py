@@ -382,11 +382,11 @@ def _half_image_exercise(seed=0, n=40, side=16, signal=0.3):
 
 
 def test_the_image_halves_heads_read_a_cue_confined_to_one_half():
-    from datarena.underspec.solvers import _prepare
+    from datarena.underspec.solvers import HOLDOUT, _prepare
     from datarena.underspec.solvers.training import fit_block_heads, head_probs
 
     bundle, spurious = _half_image_exercise()
-    data, *_ = _prepare(bundle, 0.15, np.random.default_rng(0))
+    data, *_ = _prepare(bundle, HOLDOUT, np.random.default_rng(0))
     hard = head_probs([fit_block_heads(data, 2)], data.x_tgt).argmax(-1)  # top, bottom, left, right
     y = (bundle.y_target == 7).astype(int)
     assert hard.shape == (4, 40)

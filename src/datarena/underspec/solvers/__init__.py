@@ -99,13 +99,8 @@ def group_hypotheses(probs: np.ndarray, same: float = SAME_FEATURE, votes: np.nd
     the averaged groups scored fewer points with more submissions below the default
     (docs/solvers.md, "Fifth round")."""
     agree, groups = _feature_groups(probs, same)
-    votes = np.ones(len(agree)) if votes is None else np.asarray(votes, dtype=float)
-    # the representative agrees most with its group, each member weighted by the runs it stands for
-    reps = np.array([g[int(np.argmax(agree[np.ix_(g, g)] @ votes[g]))] for g in groups])
-    if runs is None:
-        return reps, np.array([votes[g].sum() for g in groups])
-    runs = np.asarray(runs)
-    return reps, np.array([sum(votes[g][runs[g] == r].max() for r in np.unique(runs[g])) for g in groups])
+    votes = _votes(votes, len(agree))
+    return _representatives(agree, groups, votes), _support(groups, votes, runs)
 
 
 def group_accuracy(probs: np.ndarray, val_acc: np.ndarray, same: float = SAME_FEATURE,
@@ -118,7 +113,40 @@ def group_accuracy(probs: np.ndarray, val_acc: np.ndarray, same: float = SAME_FE
     the same 25 rows, and the representative's 0.76, taken as the feature's accuracy, kept a 0.92
     labelling at its default (docs/solvers.md, "Seventh round")."""
     _, groups = _feature_groups(probs, same)
-    votes = np.ones(len(val_acc)) if votes is None else np.asarray(votes, dtype=float)
+    return _mean_accuracy(groups, val_acc, _votes(votes, len(val_acc)))
+
+
+def pool_heads(probs: np.ndarray, val_acc: np.ndarray, n_val: int, votes: np.ndarray | None = None,
+               runs: np.ndarray | None = None, representative_val: bool = False):
+    """What a pooled divdis solve disambiguates, from every head: (representatives, each group's
+    held-out accuracy shrunk for its `n_val` rows, support) -- `group_hypotheses`, `group_accuracy`
+    (or, with `representative_val`, the representative's own figure, the solver before it) and
+    `shrink_accuracy` on one grouping. `solve` and `bench_solvers.py --replay` both call it."""
+    agree, groups = _feature_groups(probs, SAME_FEATURE)
+    votes = _votes(votes, len(agree))
+    reps = _representatives(agree, groups, votes)
+    val = np.asarray(val_acc, dtype=float)[reps] if representative_val else _mean_accuracy(groups, val_acc, votes)
+    return reps, shrink_accuracy(val, n_val), _support(groups, votes, runs)
+
+
+def _votes(votes: np.ndarray | None, n: int) -> np.ndarray:
+    return np.ones(n) if votes is None else np.asarray(votes, dtype=float)
+
+
+def _representatives(agree: np.ndarray, groups: list[list[int]], votes: np.ndarray) -> np.ndarray:
+    """Each group's member agreeing most with its group, each member weighted by the runs it stands for."""
+    return np.array([g[int(np.argmax(agree[np.ix_(g, g)] @ votes[g]))] for g in groups])
+
+
+def _support(groups: list[list[int]], votes: np.ndarray, runs: np.ndarray | None) -> np.ndarray:
+    """How many runs found each group; with `runs`, the heads of one run count once, at their largest vote."""
+    if runs is None:
+        return np.array([votes[g].sum() for g in groups])
+    runs = np.asarray(runs)
+    return np.array([sum(votes[g][runs[g] == r].max() for r in np.unique(runs[g])) for g in groups])
+
+
+def _mean_accuracy(groups: list[list[int]], val_acc: np.ndarray, votes: np.ndarray) -> np.ndarray:
     val_acc = np.asarray(val_acc, dtype=float)
     return np.array([float(val_acc[g] @ votes[g] / votes[g].sum()) for g in groups])
 
@@ -258,9 +286,10 @@ def solve(
         if cfg.pool_restarts and solver == "divdis" and cfg.restarts > 1:
             trace = {"probs": probs, "val_acc": val_acc, "votes": np.array(votes), "run": np.array(run_of),
                      "n_val": len(y_val)}
-            keep, support = group_hypotheses(probs, votes=np.array(votes), runs=np.array(run_of))
-            probs, val_acc = probs[keep], group_accuracy(probs, val_acc, votes=np.array(votes))
-        val_acc = shrink_accuracy(val_acc, len(y_val))
+            keep, val_acc, support = pool_heads(probs, val_acc, len(y_val), np.array(votes), np.array(run_of))
+            probs = probs[keep]
+        else:
+            val_acc = shrink_accuracy(val_acc, len(y_val))
 
         budget = min(max_reveals, getattr(oracle, "budget", max_reveals)) if oracle is not None else 0
 
