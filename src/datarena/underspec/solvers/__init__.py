@@ -244,7 +244,7 @@ def solve(
             # Restarts differ only in their random start; keep the run whose heads are the most
             # independent on the target rows (collapsed or half-mixed heads share information).
             archs = ["flat", "halves"] if cfg.arch == "both" else [cfg.arch]
-            runs, votes, run_of, head_arch, run_arch = [], [], [], [], []  # head_arch: each head's trunk
+            runs, votes, run_of, head_arch, run_arch = [], [], [], [], []  # head_arch: each head's trunk (its refit's)
             blocks_fitted = False
             for r in range(max(1, cfg.restarts)):
                 arch = archs[r % len(archs)]
@@ -270,8 +270,9 @@ def solve(
                 runs.append([fit_block_heads(data, cfg.n_heads)])
                 votes += [BLOCK_VOTES] * runs[-1][0].n_heads
                 run_of += [-1] * runs[-1][0].n_heads  # no restart: in every replay's first K
-                head_arch += ["regions"] * runs[-1][0].n_heads
-                run_arch.append("regions")
+                # the trunk that refits a half head's chosen labels (refit_labels): the position-aware CNN
+                head_arch += ["flat"] * runs[-1][0].n_heads
+                run_arch.append("flat")
             if cfg.pool_restarts:
                 models = [m for run in runs for m in run]
             else:
@@ -301,7 +302,6 @@ def solve(
         final, agreement = chosen_labels, None
         if solver == "divdis" and cfg.refit_folds > 1 and data.x_tgt.ndim == 4 and len(data.x_tgt) >= cfg.refit_min_rows:
             arch = head_arch[int(keep[result.chosen]) if support is not None else result.chosen]
-            arch = "flat" if arch == "regions" else arch  # a linear half's labels are refitted by the CNN
             refit = refit_labels(data, torch.from_numpy(chosen_labels), cfg.refit_folds, cfg, gen, arch,
                                  rng.permutation(len(data.x_tgt)))
             final = refit.argmax(-1).numpy()
